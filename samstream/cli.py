@@ -1,0 +1,170 @@
+"""The `samstream` command line. Errors a user can fix print one line and exit 1 (usage errors exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from samstream import __version__
+from samstream.errors import ConfigError, SamstreamError, StreamFailed
+from samstream.settings import DEFAULT_KEYFRAME_EVERY, DEFAULT_LEASE_TTL_S, DEFAULT_MAX_STREAMS
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="local folder or hub id in transformers format (default: built-in tiny model)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--keyframe-every", type=_positive_int, default=DEFAULT_KEYFRAME_EVERY, metavar="K",
+                   help=f"run the detector every K frames, memory propagation between (default {DEFAULT_KEYFRAME_EVERY})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="samstream", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"samstream {__version__}")
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="track one video file end to end on this machine (embedded Redis + worker)")
+    run.add_argument("video")
+    run.add_argument("--instruction", action="append", required=True,
+                     help="what to segment; repeat for several instructions")
+    run.add_argument("--out", required=True, help="folder for results.jsonl and annotated.mp4")
+    run.add_argument("--max-frames", type=_positive_int)
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_options(run)
+
+    worker = sub.add_parser("worker", help="a long-running worker serving streams from Redis")
+    worker.add_argument("--redis", required=True, help="redis://, rediss://, unix:// or redis+cluster:// URL")
+    worker.add_argument("--lease-ttl", type=float, default=DEFAULT_LEASE_TTL_S,
+                        help="seconds before a dead worker's streams move elsewhere")
+    worker.add_argument("--max-streams", type=_positive_int, default=DEFAULT_MAX_STREAMS)
+    worker.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
+                        help="exit after this long with no stream (batch jobs)")
+    _add_model_options(worker)
+
+    ingest = sub.add_parser("ingest", help="publish a video file's frames to Redis as one stream")
+    ingest.add_argument("video")
+    ingest.add_argument("--stream", required=True, help="stream id (letters, digits, '_', '.', '-')")
+    ingest.add_argument("--instruction", action="append", required=True)
+    ingest.add_argument("--redis", required=True)
+    ingest.add_argument("--max-frames", type=_positive_int)
+    ingest.add_argument("--encoding", choices=["jpeg", "raw"], default="jpeg")
+    ingest.add_argument("--keyframe-every", type=_positive_int, help="override the worker's default for this stream")
+    ingest.add_argument("--replace", action="store_true", help="delete an existing stream of that id first")
+
+    results = sub.add_parser("results", help="print a stream's results as JSON lines")
+    results.add_argument("--stream", required=True)
+    results.add_argument("--redis", required=True)
+    results.add_argument("--follow", action="store_true", help="wait for new results until the stream ends")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return {"run": cmd_run, "worker": cmd_worker, "ingest": cmd_ingest, "results": cmd_results}[args.command](args)
+    except StreamFailed as e:
+        if e.summary is not None:
+            print(e.summary.render(), file=sys.stderr)
+        print(f"samstream: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except (SamstreamError, ValueError) as e:
+        print(f"samstream: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("samstream: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error)
+    if hasattr(error, "errors") and callable(error.errors):  # pydantic ValidationError
+        text = "; ".join(err["msg"].removeprefix("Value error, ") for err in error.errors())
+    return " ".join(text.split())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from samstream.model.loader import load_segmenter
+    from samstream.runner import run_file
+    from samstream.streaming.messages import check_instruction
+    from samstream.streaming.sources import VideoFileSource
+
+    instructions = [check_instruction(text) for text in args.instruction]
+    VideoFileSource(args.video, max_frames=args.max_frames).close()  # fail fast, before loading a model
+    segmenter = load_segmenter(args.model, device=args.device)
+    summary = run_file(args.video, instructions, args.out, segmenter, max_frames=args.max_frames,
+                       keyframe_every=args.keyframe_every, progress=not args.quiet)
+    print(summary.render())
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from samstream.model.loader import load_segmenter
+    from samstream.settings import WorkerSettings
+    from samstream.workers.worker import serve
+
+    if args.lease_ttl <= 0:
+        raise ConfigError(f"--lease-ttl must be positive, got {args.lease_ttl}")
+    settings = WorkerSettings(redis_url=args.redis, model=args.model, device=args.device,
+                              keyframe_every=args.keyframe_every, lease_ttl_s=args.lease_ttl,
+                              max_streams=args.max_streams, exit_when_idle_s=args.exit_when_idle)
+    from samstream.streaming.connection import connect
+
+    connect(settings.redis_url, settings.backoff)  # fail fast, before loading a model
+    segmenter = load_segmenter(settings.model, device=settings.device)
+    worker = serve(settings, segmenter)
+    logging.getLogger(__name__).info("worker stopped after %d frames", worker.frames_processed)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from samstream.settings import IngestSettings
+    from samstream.streaming.connection import connect
+    from samstream.streaming.ingest import open_file_stream, publish_all
+    from samstream.streaming.messages import check_instruction, check_stream_id
+
+    check_stream_id(args.stream)
+    instructions = [check_instruction(text) for text in args.instruction]
+    settings = IngestSettings(redis_url=args.redis, encoding=args.encoding)
+    client = connect(settings.redis_url, settings.backoff)
+    source, publisher = open_file_stream(client, args.video, args.stream, instructions, max_frames=args.max_frames,
+                                         encoding=settings.encoding, keyframe_every=args.keyframe_every,
+                                         replace=args.replace, max_backlog=settings.max_backlog)
+    publish_all(source, publisher)
+    print(f"samstream ingest: {publisher.published} frames published to stream {args.stream}", file=sys.stderr)
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from samstream.streaming.connection import connect
+    from samstream.streaming.messages import StreamEnded, check_stream_id
+    from samstream.streaming.transport import read_results
+
+    check_stream_id(args.stream)
+    client = connect(args.redis)
+    for message in read_results(client, args.stream, follow=args.follow):
+        if isinstance(message, StreamEnded):
+            if message.error:
+                raise StreamFailed(f"stream {args.stream} ended with an error: {message.error}")
+            break
+        sys.stdout.write(message.to_jsonl() + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Small mask operations shared by the model's post-processing, the tracker and the evaluators."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, H, W) x (M, H, W) bool -> (N, M) IoU; 0 where both masks are empty."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float32)
+    fa = a.reshape(len(a), -1).astype(np.float32)
+    fb = b.reshape(len(b), -1).astype(np.float32)
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float32)
+
+
+def mask_nms(masks: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices to keep, best score first: greedy suppression of masks overlapping a kept one by > threshold."""
+    order = np.argsort(-scores, kind="stable")
+    iou = mask_iou(masks[order], masks[order])
+    keep: list[int] = []
+    for rank in range(len(order)):
+        if all(iou[rank, k] <= iou_threshold for k in keep):
+            keep.append(rank)
+    return order[keep]

@@ -1,0 +1,199 @@
+"""`Sam3Segmenter`: transformers' SAM3 detector (keyframes) and SAM3 tracker (memory propagation), sharing one
+vision backbone pass per frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedTokenizerBase, Sam3VideoModel
+from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+from transformers.models.sam3_video.modeling_sam3_video import Sam3VideoInferenceSession
+
+from samstream.masks import mask_nms
+from samstream.model.preprocess import to_pixel_values
+from samstream.model.segmenter import Detections, FrameFeatures, ModelInfo
+from samstream.model.tokenizer import CONTEXT_LENGTH
+
+DEFAULT_NMS_IOU = 0.1  # SAM3's detection NMS
+CANDIDATE_FLOOR = 0.05  # queries below this never reach NMS (saves upsampling 200 masks)
+
+
+@dataclass
+class _Sam3Features:
+    vision: Sam3VisionEncoderOutput  # detector input
+    tracker_feats: list[torch.Tensor]  # tracker input (its own neck over the same backbone output)
+    tracker_pos: list[torch.Tensor]
+
+
+class Sam3Segmenter:
+    """Implements `Segmenter` on a `Sam3VideoModel` (detector + tracker). One instance serves many streams;
+    per-stream state lives in the memories it hands out."""
+
+    def __init__(self, model: Sam3VideoModel, tokenizer: PreTrainedTokenizerBase, info: ModelInfo,
+                 nms_iou: float = DEFAULT_NMS_IOU) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.info = info
+        self.nms_iou = nms_iou
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.image_size = info.image_size
+        self._text_cache: dict[str, tuple[object, torch.Tensor]] = {}
+
+    @torch.inference_mode()
+    def encode_frame(self, rgb: np.ndarray) -> FrameFeatures:
+        pixels = to_pixel_values(rgb, self.image_size, self.device, self.dtype)
+        vision = self.model.detector_model.get_vision_features(pixel_values=pixels)
+        feats, pos = self.model.get_vision_features_for_tracker(vision_embeds=vision)
+        return FrameFeatures(height=rgb.shape[0], width=rgb.shape[1], data=_Sam3Features(vision, feats, pos))
+
+    def _text(self, instructions: list[str]):
+        """Text embeddings for a batch of instructions; each instruction is encoded once and cached."""
+        missing = [text for text in instructions if text not in self._text_cache]
+        if missing:
+            tokens = self.tokenizer(missing, padding="max_length", max_length=CONTEXT_LENGTH, truncation=True,
+                                    return_tensors="pt").to(self.device)
+            out = self.model.detector_model.get_text_features(input_ids=tokens.input_ids,
+                                                              attention_mask=tokens.attention_mask)
+            for i, text in enumerate(missing):
+                self._text_cache[text] = (out.pooler_output[i], tokens.attention_mask[i])
+        embeds = torch.stack([self._text_cache[text][0] for text in instructions])
+        mask = torch.stack([self._text_cache[text][1] for text in instructions])
+        return embeds, mask
+
+    @torch.inference_mode()
+    def detect(self, features: FrameFeatures, instructions: list[str]) -> list[Detections]:
+        """All instructions in one batched detector pass over the shared vision features."""
+        data: _Sam3Features = features.data
+        n = len(instructions)
+        embeds, mask = self._text(instructions)
+        vision = Sam3VisionEncoderOutput(
+            last_hidden_state=data.vision.last_hidden_state.expand(n, *data.vision.last_hidden_state.shape[1:]),
+            fpn_hidden_states=tuple(h.expand(n, *h.shape[1:]) for h in data.vision.fpn_hidden_states),
+            fpn_position_encoding=tuple(p.expand(n, *p.shape[1:]) for p in data.vision.fpn_position_encoding),
+        )
+        text = _PooledText(pooler_output=embeds)
+        out = self.model.detector_model(vision_embeds=vision, text_embeds=text, attention_mask=mask)
+        scores = out.pred_logits.sigmoid() * out.presence_logits.sigmoid()  # (n, Q): p(match | present) * p(present)
+        return [self._postprocess(out.pred_masks[i], scores[i], features) for i in range(n)]
+
+    def _postprocess(self, mask_logits: torch.Tensor, scores: torch.Tensor, features: FrameFeatures) -> Detections:
+        keep = torch.nonzero(scores > CANDIDATE_FLOOR).squeeze(1)
+        if keep.numel() == 0:
+            return Detections(np.zeros((0, features.height, features.width), bool), np.zeros(0, np.float32))
+        low_res = mask_logits[keep] > 0  # (k, h, w) at the model's mask resolution
+        kept_scores = scores[keep].float().cpu().numpy()
+        order = mask_nms(low_res.cpu().numpy(), kept_scores, self.nms_iou)
+        masks = _upsample(mask_logits[keep[order]], features.height, features.width)
+        return Detections(masks=masks, scores=kept_scores[order])
+
+    def new_memory(self) -> Sam3TrackerMemory:
+        return Sam3TrackerMemory(self)
+
+
+class _PooledText:
+    """The one attribute Sam3Model reads from precomputed text embeddings."""
+
+    def __init__(self, pooler_output: torch.Tensor) -> None:
+        self.pooler_output = pooler_output
+
+
+class Sam3TrackerMemory:
+    """One stream's SAM3 tracker memory. Holds only the frames the tracker can still read (the memory window:
+    `num_maskmem` recent frames, the newest `max_cond_frame_num` conditioning frames, and the object-pointer
+    horizon); older outputs are released every frame."""
+
+    def __init__(self, segmenter: Sam3Segmenter) -> None:
+        self.segmenter = segmenter
+        tracker = segmenter.model.tracker_model
+        self.tracker = tracker
+        config = tracker.config
+        self.window = max(config.num_maskmem, config.max_object_pointers_in_encoder)
+        self.max_cond_frames = config.max_cond_frame_num
+        self.session = Sam3VideoInferenceSession(
+            inference_device=segmenter.device, inference_state_device=segmenter.device,
+            video_storage_device="cpu", dtype=segmenter.dtype,
+        )
+        self.session.processed_frames = {}
+        self.session.obj_with_new_inputs = []
+        self.frame_index = -1
+        self._current: FrameFeatures | None = None  # the frame last registered (held, so `is` is reliable)
+
+    def _register_frame(self, features: FrameFeatures) -> int:
+        if self._current is not features:
+            self.frame_index += 1
+            self._current = features
+            # The tracker reads the number of processed frames as the video length: keep a key per frame,
+            # never the pixels (features are cached instead).
+            self.session.processed_frames[self.frame_index] = None
+            data: _Sam3Features = features.data
+            self.session.cache.cache_vision_features(
+                self.frame_index, {"vision_feats": data.tracker_feats, "vision_pos_embeds": data.tracker_pos}
+            )
+            self._release_old()
+        return self.frame_index
+
+    @torch.inference_mode()
+    def condition(self, features: FrameFeatures, masks: dict[int, np.ndarray]) -> None:
+        if not masks:
+            return
+        frame = self._register_frame(features)
+        size = self.segmenter.image_size
+        for obj_id, mask in masks.items():
+            obj_idx = self.session.obj_id_to_idx(obj_id)
+            prompt = torch.from_numpy(mask.astype(np.float32))[None, None].to(self.segmenter.device)
+            prompt = F.interpolate(prompt, size=(size, size), mode="bilinear", align_corners=False) >= 0.5
+            self.session.add_mask_inputs(obj_idx, frame, prompt)
+        self.session.obj_with_new_inputs = list(masks)
+        self.tracker(inference_session=self.session, frame_idx=frame, run_mem_encoder=True)
+        for obj_id in masks:  # a re-conditioned object's frame becomes one of its conditioning frames
+            outputs = self.session.output_dict_per_obj[self.session.obj_id_to_idx(obj_id)]
+            if frame in outputs["non_cond_frame_outputs"]:
+                outputs["cond_frame_outputs"][frame] = outputs["non_cond_frame_outputs"].pop(frame)
+
+    @torch.inference_mode()
+    def propagate(self, features: FrameFeatures) -> dict[int, tuple[np.ndarray, float]]:
+        frame = self._register_frame(features)
+        if not self.session.obj_ids:
+            return {}
+        out = self.tracker(inference_session=self.session, frame_idx=frame, run_mem_encoder=True)
+        masks = _upsample(out.pred_masks[:, 0], features.height, features.width)  # (N, H, W)
+        scores = out.object_score_logits.reshape(-1).sigmoid().float().cpu().numpy()
+        return {obj_id: (masks[i], float(scores[i])) for i, obj_id in enumerate(out.object_ids)}
+
+    def forget(self, object_ids: list[int]) -> None:
+        for obj_id in object_ids:
+            self.session.remove_object(obj_id, strict=False)
+
+    def _release_old(self) -> None:
+        horizon = self.frame_index - self.window
+        for outputs in self.session.output_dict_per_obj.values():
+            for frame in [f for f in outputs["non_cond_frame_outputs"] if f < horizon]:
+                del outputs["non_cond_frame_outputs"][frame]
+            cond = sorted(outputs["cond_frame_outputs"])
+            for frame in cond[: max(0, len(cond) - self.max_cond_frames)]:
+                del outputs["cond_frame_outputs"][frame]
+        for per_obj in (self.session.mask_inputs_per_obj, self.session.point_inputs_per_obj,
+                        self.session.frames_tracked_per_obj):
+            for frames in per_obj.values():
+                for frame in [f for f in frames if f < horizon]:
+                    del frames[frame]
+
+    def __len__(self) -> int:
+        """Frames whose outputs are still held for some object."""
+        held: set[int] = set()
+        for outputs in self.session.output_dict_per_obj.values():
+            held.update(outputs["non_cond_frame_outputs"])
+            held.update(outputs["cond_frame_outputs"])
+        return len(held)
+
+
+def _upsample(mask_logits: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """(N, h, w) logits -> (N, H, W) bool at the frame's size."""
+    if mask_logits.shape[0] == 0:
+        return np.zeros((0, height, width), dtype=bool)
+    up = F.interpolate(mask_logits[:, None].float(), size=(height, width), mode="bilinear", align_corners=False)
+    return (up[:, 0] > 0).cpu().numpy()

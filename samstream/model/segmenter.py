@@ -1,0 +1,68 @@
+"""What the tracker needs from a model: the `Segmenter` and `ObjectMemory` protocols.
+
+A segmenter computes a frame's vision features once; the detector (keyframes) and the memory tracker
+(every frame) both read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str  # folder, hub id, or "builtin:tiny-random"
+    parameters: int
+    trained: bool  # False for random weights: the summary says so loudly
+    score_threshold: float  # detection score threshold recommended for these weights (SAM3: 0.5)
+    birth_threshold: float  # score a detection needs to start a new track (SAM3: 0.7)
+    image_size: int
+    device: str
+
+
+@dataclass(frozen=True)
+class Detections:
+    """One instruction's detections on one frame, masks at the frame's size."""
+
+    masks: np.ndarray  # (N, H, W) bool
+    scores: np.ndarray  # (N,) float32
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass
+class FrameFeatures:
+    """A frame's backbone output, computed once and shared by detector and tracker."""
+
+    height: int
+    width: int
+    data: Any  # model-specific tensors
+
+
+class ObjectMemory(Protocol):
+    """Per-stream memory of tracked objects (SAM3's tracker): bounded, one per stream."""
+
+    def condition(self, features: FrameFeatures, masks: dict[int, np.ndarray]) -> None:
+        """Take these objects' masks on this frame as ground truth (new objects, or re-conditioning)."""
+
+    def propagate(self, features: FrameFeatures) -> dict[int, tuple[np.ndarray, float]]:
+        """Every remembered object's (mask at frame size, score in [0, 1]) on this frame."""
+
+    def forget(self, object_ids: list[int]) -> None: ...
+
+    def __len__(self) -> int:
+        """Frames currently held."""
+
+
+class Segmenter(Protocol):
+    info: ModelInfo
+
+    def encode_frame(self, rgb: np.ndarray) -> FrameFeatures: ...
+
+    def detect(self, features: FrameFeatures, instructions: list[str]) -> list[Detections]: ...
+
+    def new_memory(self) -> ObjectMemory: ...

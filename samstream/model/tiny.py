@@ -1,0 +1,65 @@
+"""The built-in tiny SAM3 configuration (detector + tracker), random weights from a fixed seed.
+
+It exists so that samstream runs with no downloads; until the project ships trained small weights it
+segments nothing meaningful, and `ModelInfo.trained` says so.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import Sam3VideoConfig, Sam3VideoModel
+
+from samstream.model.tokenizer import CONTEXT_LENGTH, build_byte_tokenizer
+
+TINY_SEED = 0
+TINY_IMAGE_SIZE = 112
+TINY_PATCH_SIZE = 14
+TINY_WIDTH = 128  # FPN = DETR = mask decoder = tracker width: > 64 and a multiple of the 64 memory channels
+UNTRAINED_SCORE_THRESHOLD = 0.2  # random weights score ~0.25; SAM3's own default is 0.5
+UNTRAINED_BIRTH_THRESHOLD = 0.24  # SAM3: 0.7
+
+
+def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258) -> Sam3VideoConfig:
+    d, grid = TINY_WIDTH, image_size // TINY_PATCH_SIZE
+    vision = dict(
+        backbone_config=dict(
+            model_type="sam3_vit_model", hidden_size=d, intermediate_size=2 * d, num_hidden_layers=2,
+            num_attention_heads=4, image_size=image_size, patch_size=TINY_PATCH_SIZE, window_size=grid // 2,
+            global_attn_indexes=[1], pretrain_image_size=image_size,
+        ),
+        fpn_hidden_size=d,
+        backbone_feature_sizes=[[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]],
+        scale_factors=[4.0, 2.0, 1.0, 0.5],
+    )
+    detector = dict(
+        vision_config=vision,
+        text_config=dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, projection_dim=64,
+                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=CONTEXT_LENGTH,
+                         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1),
+        geometry_encoder_config=dict(hidden_size=d, num_layers=1, num_attention_heads=4, intermediate_size=2 * d),
+        detr_encoder_config=dict(hidden_size=d, num_layers=2, num_attention_heads=4, intermediate_size=2 * d,
+                                 dropout=0.0),
+        detr_decoder_config=dict(hidden_size=d, num_layers=2, num_queries=16, num_attention_heads=4,
+                                 intermediate_size=2 * d, dropout=0.0),
+        mask_decoder_config=dict(hidden_size=d, num_upsampling_stages=2, num_attention_heads=4),
+    )
+    tracker = dict(
+        vision_config=vision, image_size=image_size,
+        prompt_encoder_config=dict(hidden_size=d, image_size=image_size, patch_size=TINY_PATCH_SIZE),
+        mask_decoder_config=dict(hidden_size=d, mlp_dim=2 * d, num_hidden_layers=2, num_attention_heads=4,
+                                 iou_head_hidden_dim=d),
+        memory_attention_hidden_size=d, memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=2 * d,
+        memory_attention_dropout=0.0, memory_attention_rope_dropout=0.0, memory_attention_rope_feat_sizes=[grid, grid],
+        memory_encoder_hidden_size=d, memory_encoder_output_channels=64, mask_downsampler_embed_dim=d,
+        memory_fuser_embed_dim=d, memory_fuser_intermediate_dim=2 * d,
+    )
+    return Sam3VideoConfig(detector_config=detector, tracker_config=tracker, low_res_mask_size=4 * grid)
+
+
+def build_tiny_model(seed: int = TINY_SEED):
+    """(Sam3VideoModel with random weights from `seed`, its tokenizer)."""
+    tokenizer = build_byte_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Sam3VideoModel(tiny_video_config(vocab_size=len(tokenizer)))
+    return model.eval(), tokenizer

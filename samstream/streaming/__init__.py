@@ -1,0 +1,1 @@
+"""Sources, the Redis transport, message schemas and sinks. Knows nothing of workers."""

@@ -1,0 +1,1 @@
+"""Per-stream tracking state and identity association."""

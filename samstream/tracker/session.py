@@ -1,0 +1,221 @@
+"""`TrackingSession`: one stream's tracking state; one frame in, identity-tracked instances out.
+
+Policy (SAM3's video defaults where it has them; docs/tracker.md):
+- Keyframes (every `keyframe_every` frames, and whenever nothing is tracked) run the detector; every frame
+  runs memory propagation of the tracked objects.
+- At a keyframe, detections are matched to tracks of the same instruction by mask IoU (Hungarian, `lap`).
+  A match keeps the track's id; a confident unmatched detection that overlaps no track starts a new one;
+  a track unmatched for more than `max_missed_frames` frames is removed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import lap
+import numpy as np
+
+from samstream.instances import Instances
+from samstream.masks import mask_iou
+from samstream.model.segmenter import Detections, FrameFeatures, ObjectMemory, Segmenter
+from samstream.streaming.messages import RleMask
+from samstream.streaming.rle import decode_mask, encode_masks
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    keyframe_every: int = 5  # 1 = detector on every frame (SAM3's own loop); higher is faster, drifts more
+    detection_threshold: float | None = None  # None: the model's recommended threshold (SAM3: 0.5)
+    birth_threshold: float | None = None  # a new track needs this score; None: the model's (SAM3: 0.7)
+    birth_max_iou: float = 0.1  # ...and IoU below this with every track (SAM3: 0.1)
+    match_iou: float = 0.5  # a detection continues a track at IoU >= this (SAM3: 0.5)
+    max_missed_frames: int = 30  # keep-alive of unmatched tracks (SAM3: 30)
+    recondition_score: float = 0.8  # re-seed memory from a matched detection this confident... (SAM3: 0.8)
+    recondition_iou: float = 0.8  # ...and this close to the propagated mask (SAM3: 0.8)
+    min_hits_confirmed: int = 2  # matched keyframes before a track is reported `confirmed`
+
+    def __post_init__(self) -> None:
+        if self.keyframe_every < 1:
+            raise ValueError(f"keyframe_every must be >= 1, got {self.keyframe_every}")
+
+
+@dataclass
+class Track:
+    id: int
+    instruction: str
+    mask: np.ndarray  # (H, W) bool, latest
+    score: float
+    hits: int = 1
+    last_matched_frame: int = 0
+    seen_this_frame: bool = True
+
+    @property
+    def empty(self) -> bool:
+        return not self.mask.any()
+
+
+@dataclass
+class _Counters:
+    frames_seen: int = 0
+    next_id: int = 1
+    keyframes: int = 0
+
+
+class TrackingSession:
+    """Per-stream state. Nothing here is shared between streams."""
+
+    def __init__(self, segmenter: Segmenter, instructions: list[str], config: TrackerConfig = TrackerConfig()) -> None:
+        if not instructions:
+            raise ValueError("a tracking session needs at least one instruction")
+        self.segmenter = segmenter
+        self.instructions = list(instructions)
+        self.config = config
+        self.detection_threshold = (
+            config.detection_threshold if config.detection_threshold is not None else segmenter.info.score_threshold
+        )
+        self.birth_threshold = (
+            config.birth_threshold if config.birth_threshold is not None else segmenter.info.birth_threshold
+        )
+        self.memory: ObjectMemory = segmenter.new_memory()
+        self.tracks: dict[int, Track] = {}
+        self._counters = _Counters()
+        self._reseed = False  # after restore(): condition the memory from restored masks on the next frame
+
+    @property
+    def frames_seen(self) -> int:
+        return self._counters.frames_seen
+
+    @property
+    def keyframes(self) -> int:
+        return self._counters.keyframes
+
+    # -- one frame ---------------------------------------------------------------------------------------
+    def update(self, rgb: np.ndarray) -> Instances:
+        features = self.segmenter.encode_frame(rgb)
+        frame = self._counters.frames_seen
+        for track in self.tracks.values():
+            track.seen_this_frame = False
+        reseeding, self._reseed = self._reseed, False
+        if reseeding:
+            self.memory.condition(features, {t.id: t.mask for t in self.tracks.values() if not t.empty})
+        elif self.tracks:
+            self._apply_propagation(self.memory.propagate(features))
+        if reseeding or self._is_keyframe(frame):
+            self._counters.keyframes += 1
+            detections = self.segmenter.detect(features, self.instructions)
+            self._associate(features, detections, frame)
+        self._counters.frames_seen += 1
+        return self._output(features)
+
+    def _is_keyframe(self, frame: int) -> bool:
+        return frame % self.config.keyframe_every == 0 or not self.tracks
+
+    def _apply_propagation(self, propagated: dict[int, tuple[np.ndarray, float]]) -> None:
+        for track_id, (mask, score) in propagated.items():
+            track = self.tracks.get(track_id)
+            if track is not None:
+                track.mask, track.score, track.seen_this_frame = mask, score, True
+
+    def _associate(self, features: FrameFeatures, detections: list[Detections], frame: int) -> None:
+        condition: dict[int, np.ndarray] = {}
+        for instruction, dets in zip(self.instructions, detections):
+            keep = dets.scores > self.detection_threshold
+            masks, scores = dets.masks[keep], dets.scores[keep]
+            tracks = [t for t in self.tracks.values() if t.instruction == instruction]
+            track_masks = np.stack([t.mask for t in tracks]) if tracks else np.zeros((0, *masks.shape[1:]), bool)
+            iou = mask_iou(track_masks, masks)
+            matches, unmatched_dets = _hungarian(iou, self.config.match_iou)
+            for t_index, d_index in matches:
+                track = tracks[t_index]
+                track.hits += 1
+                track.last_matched_frame = frame
+                confident = scores[d_index] >= self.config.recondition_score
+                agrees = iou[t_index, d_index] >= self.config.recondition_iou
+                if (confident and agrees) or not track.seen_this_frame:
+                    condition[track.id] = masks[d_index]  # refresh the memory from a clean detection
+                track.mask, track.score, track.seen_this_frame = masks[d_index], float(scores[d_index]), True
+            for d_index in unmatched_dets:
+                if scores[d_index] < self.birth_threshold:
+                    continue
+                if len(track_masks) and iou[:, d_index].max() >= self.config.birth_max_iou:
+                    continue  # overlaps a track: a duplicate, not a new object
+                track = self._new_track(instruction, masks[d_index], float(scores[d_index]), frame)
+                track_masks = np.concatenate([track_masks, masks[d_index][None]])
+                iou = np.concatenate([iou, mask_iou(masks[d_index][None], masks)])
+                condition[track.id] = track.mask
+        stale = [t.id for t in self.tracks.values() if frame - t.last_matched_frame > self.config.max_missed_frames]
+        for track_id in stale:
+            del self.tracks[track_id]
+        if stale:
+            self.memory.forget(stale)
+        if condition:
+            self.memory.condition(features, condition)
+
+    def _new_track(self, instruction: str, mask: np.ndarray, score: float, frame: int) -> Track:
+        track = Track(id=self._counters.next_id, instruction=instruction, mask=mask, score=score,
+                      last_matched_frame=frame)
+        self._counters.next_id += 1
+        self.tracks[track.id] = track
+        return track
+
+    def _output(self, features: FrameFeatures) -> Instances:
+        live = [t for t in self.tracks.values() if t.seen_this_frame and not t.empty]
+        if not live:
+            return Instances.empty(features.height, features.width)
+        return Instances(
+            masks=np.stack([t.mask for t in live]),
+            scores=np.array([t.score for t in live], dtype=np.float32),
+            ids=np.array([t.id for t in live], dtype=np.int64),
+            instructions=tuple(t.instruction for t in live),
+            confirmed=np.array([t.hits >= self.config.min_hits_confirmed for t in live]),
+        )
+
+    # -- checkpoint / restore ----------------------------------------------------------------------------
+    def state_dict(self) -> bytes:
+        """Ids, counters, last masks and scores (not the model's memory bank), as JSON bytes."""
+        tracks = list(self.tracks.values())
+        rles = encode_masks(np.stack([t.mask for t in tracks])) if tracks else []
+        state = {
+            "version": STATE_VERSION,
+            "instructions": self.instructions,
+            "frames_seen": self._counters.frames_seen,
+            "next_id": self._counters.next_id,
+            "keyframes": self._counters.keyframes,
+            "tracks": [
+                {"id": t.id, "instruction": t.instruction, "score": t.score, "hits": t.hits,
+                 "last_matched_frame": t.last_matched_frame, "mask": rle.model_dump()}
+                for t, rle in zip(tracks, rles)
+            ],
+        }
+        return json.dumps(state, separators=(",", ":")).encode()
+
+    def restore(self, blob: bytes) -> None:
+        """Continue from `state_dict()` output: same ids; the memory is re-seeded from the last masks."""
+        state = json.loads(blob)
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"tracking state version {state.get('version')} is not {STATE_VERSION}")
+        self._counters = _Counters(state["frames_seen"], state["next_id"], state["keyframes"])
+        self.tracks = {}
+        for t in state["tracks"]:
+            if t["instruction"] not in self.instructions:
+                continue  # the stream's instructions changed since
+            mask = decode_mask(RleMask.model_validate(t["mask"]))
+            self.tracks[t["id"]] = Track(t["id"], t["instruction"], mask, t["score"], t["hits"],
+                                         t["last_matched_frame"], seen_this_frame=False)
+        self.memory = self.segmenter.new_memory()
+        self._reseed = bool(self.tracks)
+
+
+def _hungarian(iou: np.ndarray, min_iou: float) -> tuple[list[tuple[int, int]], list[int]]:
+    """Maximum-IoU one-to-one matching with every pair below `min_iou` forbidden.
+    Returns (matched (row, col) pairs, unmatched cols)."""
+    rows, cols = iou.shape
+    if rows == 0 or cols == 0:
+        return [], list(range(cols))
+    _, row_to_col, col_to_row = lap.lapjv(1.0 - iou, extend_cost=True, cost_limit=1.0 - min_iou + 1e-6)
+    matches = [(r, int(c)) for r, c in enumerate(row_to_col) if c >= 0 and iou[r, c] >= min_iou]
+    matched_cols = {c for _, c in matches}
+    return matches, [c for c in range(cols) if c not in matched_cols]

@@ -1,0 +1,1 @@
+"""The worker process: composes streaming, tracker and model."""
