@@ -104,7 +104,7 @@ def run_file(
         try:
             frames, instances, track_ids, ended = _collect(
                 client, publisher.spec.stream, video, out_dir, source.expected_frames, source.info.fps, max_frames,
-                progress,
+                progress, worker,
             )
         finally:
             worker.stop_event.set()
@@ -121,7 +121,7 @@ def run_file(
 
 def _collect(
     client, stream: str, video: Path, out_dir: Path, expected: int | None, fps: float, max_frames: int | None,
-    progress: bool,
+    progress: bool, worker: Worker,
 ) -> tuple[int, int, set[int], StreamEnded | None]:
     """Read results in order into results.jsonl and annotated.mp4 (frames re-decoded from the file)."""
     frames, instances, track_ids, ended = 0, 0, set(), None
@@ -130,7 +130,7 @@ def _collect(
     writer: AnnotatedVideoWriter | None = None
     try:
         with ResultsJsonlWriter(out_dir / "results.jsonl") as jsonl:
-            for message in read_results(client, stream, follow=True, block_ms=200):
+            for message in read_results(client, stream, follow=True, block_ms=200, alive=lambda: _check(worker)):
                 if isinstance(message, StreamEnded):
                     ended = message
                     break
@@ -149,6 +149,11 @@ def _collect(
         if writer is not None:
             writer.close()
     return frames, instances, track_ids, ended
+
+
+def _check(worker: Worker) -> None:
+    if worker.crashed is not None:
+        raise StreamFailed(f"the worker crashed: {type(worker.crashed).__name__}: {worker.crashed}") from worker.crashed
 
 
 def _next_pixels(pixels, result: FrameResult):

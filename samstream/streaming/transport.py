@@ -10,7 +10,7 @@ Guarantees (see docs/architecture.md):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import redis
@@ -174,11 +174,11 @@ class StreamConsumer:
         """Move frames delivered to earlier (dead) owners to this worker, to be processed first, in order."""
         moved, start = 0, "0-0"
         while True:
-            reply = self.client.xautoclaim(
-                self.keys.frames, WORKER_GROUP, self.worker_id, min_idle_time=0, start_id=start, count=100,
-                justid=True,
+            # Raw command: the reply is [next-start, ids] on Redis 6.2 and [next-start, ids, deleted] on 7.
+            reply = self.client.execute_command(
+                "XAUTOCLAIM", self.keys.frames, WORKER_GROUP, self.worker_id, 0, start, "COUNT", 100, "JUSTID"
             )
-            start, ids = reply[0], reply[1]  # Redis 7 adds a third element (deleted ids); 6.2 does not
+            start, ids = reply[0], reply[1]
             moved += len(ids)
             if start in (b"0-0", "0-0"):
                 break
@@ -232,9 +232,11 @@ class StreamConsumer:
 
 
 def read_results(
-    client: RedisClient, stream: str, follow: bool = False, block_ms: int = 1000, start_id: str = "0-0"
+    client: RedisClient, stream: str, follow: bool = False, block_ms: int = 1000, start_id: str = "0-0",
+    alive: Callable[[], None] | None = None,
 ) -> Iterator[FrameResult | StreamEnded]:
-    """A stream's results in order. With `follow`, waits for new ones until the stream's end message."""
+    """A stream's results in order. With `follow`, waits for new ones until the stream's end message;
+    `alive` is called between waits and may raise to stop following (e.g. when the producer died)."""
     load_spec(client, stream)  # raises UnknownStream
     key = StreamKeys(stream).results
     last = start_id
@@ -249,3 +251,5 @@ def read_results(
                 return
         if not entries and not follow:
             return
+        if alive is not None:
+            alive()

@@ -36,6 +36,7 @@ class Worker:
         self.tasks: dict[str, StreamTask] = {}
         self.stop_event = threading.Event()
         self.frames_processed = 0
+        self.crashed: BaseException | None = None  # set when the loop died of an unexpected error
         self._tasks_lock = threading.Lock()
         self._last_discover = 0.0
         self._last_activity = time.monotonic()
@@ -59,6 +60,9 @@ class Worker:
                 if self._idle_too_long():
                     log.info("idle for %.1fs; exiting", self.settings.exit_when_idle_s)
                     break
+        except BaseException as e:
+            self.crashed = e
+            raise
         finally:
             self.stop_event.set()
             heartbeat.join(timeout=5)
