@@ -174,19 +174,15 @@ class StreamConsumer:
         """Move frames delivered to earlier (dead) owners to this worker, to be processed first, in order."""
         moved, start = 0, "0-0"
         while True:
-            # Raw command: the reply is [next-start, ids] on Redis 6.2 and [next-start, ids, deleted] on 7.
-            reply = self.client.execute_command(
-                "XAUTOCLAIM", self.keys.frames, WORKER_GROUP, self.worker_id, 0, start, "COUNT", 100, "JUSTID"
+            # Not JUSTID: redis-py then drops the cursor. The reply is [cursor, entries] on Redis 6.2 and
+            # [cursor, entries, deleted ids] on 7.
+            reply = self.client.xautoclaim(
+                self.keys.frames, WORKER_GROUP, self.worker_id, min_idle_time=0, start_id=start, count=100
             )
             start, ids = reply[0], reply[1]
             moved += len(ids)
             if start in (b"0-0", "0-0"):
                 break
-        for consumer in self.client.xinfo_consumers(self.keys.frames, WORKER_GROUP):
-            name = consumer["name"]
-            name = name.decode() if isinstance(name, bytes) else name
-            if name != self.worker_id and consumer["pending"] == 0:
-                self.client.xgroup_delconsumer(self.keys.frames, WORKER_GROUP, name)
         self._pending_first = True
         return moved
 
