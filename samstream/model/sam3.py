@@ -113,9 +113,12 @@ class Sam3TrackerMemory:
         config = tracker.config
         self.window = max(config.num_maskmem, config.max_object_pointers_in_encoder)
         self.max_cond_frames = config.max_cond_frame_num
+        self._reset()
+
+    def _reset(self) -> None:
         self.session = Sam3VideoInferenceSession(
-            inference_device=segmenter.device, inference_state_device=segmenter.device,
-            video_storage_device="cpu", dtype=segmenter.dtype,
+            inference_device=self.segmenter.device, inference_state_device=self.segmenter.device,
+            video_storage_device="cpu", dtype=self.segmenter.dtype,
         )
         self.session.processed_frames = {}
         self.session.obj_with_new_inputs = []
@@ -165,6 +168,14 @@ class Sam3TrackerMemory:
         return {obj_id: (masks[i], float(scores[i])) for i, obj_id in enumerate(out.object_ids)}
 
     def forget(self, object_ids: list[int]) -> None:
+        if set(self.session.obj_ids) <= set(object_ids):
+            # transformers resets the whole session (cached features too) when its last object goes; start
+            # afresh instead, keeping the current frame's features registered.
+            current = self._current
+            self._reset()
+            if current is not None:
+                self._register_frame(current)
+            return
         for obj_id in object_ids:
             self.session.remove_object(obj_id, strict=False)
 

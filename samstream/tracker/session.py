@@ -36,6 +36,7 @@ class TrackerConfig:
     recondition_score: float = 0.8  # re-seed memory from a matched detection this confident... (SAM3: 0.8)
     recondition_iou: float = 0.8  # ...and this close to the propagated mask (SAM3: 0.8)
     min_hits_confirmed: int = 2  # matched keyframes before a track is reported `confirmed`
+    duplicate_iou: float = 0.7  # two tracks of one instruction this alike are one object: the younger goes
 
     def __post_init__(self) -> None:
         if self.keyframe_every < 1:
@@ -107,6 +108,7 @@ class TrackingSession:
             self._counters.keyframes += 1
             detections = self.segmenter.detect(features, self.instructions)
             self._associate(features, detections, frame)
+        self._suppress_duplicates()
         self._counters.frames_seen += 1
         return self._output(features)
 
@@ -153,6 +155,25 @@ class TrackingSession:
             self.memory.forget(stale)
         if condition:
             self.memory.condition(features, condition)
+
+    def _suppress_duplicates(self) -> None:
+        """Drop the younger of any two live tracks of one instruction whose masks overlap by duplicate_iou."""
+        live = sorted((t for t in self.tracks.values() if t.seen_this_frame and not t.empty), key=lambda t: t.id)
+        if len(live) < 2:
+            return
+        iou = mask_iou(np.stack([t.mask for t in live]), np.stack([t.mask for t in live]))
+        doomed: set[int] = set()
+        for i, older in enumerate(live):
+            if older.id in doomed:
+                continue
+            for j in range(i + 1, len(live)):
+                younger = live[j]
+                if younger.instruction == older.instruction and iou[i, j] >= self.config.duplicate_iou:
+                    doomed.add(younger.id)
+        for track_id in doomed:
+            del self.tracks[track_id]
+        if doomed:
+            self.memory.forget(sorted(doomed))
 
     def _new_track(self, instruction: str, mask: np.ndarray, score: float, frame: int) -> Track:
         track = Track(id=self._counters.next_id, instruction=instruction, mask=mask, score=score,
