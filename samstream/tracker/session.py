@@ -100,8 +100,10 @@ class TrackingSession:
         for track in self.tracks.values():
             track.seen_this_frame = False
         reseeding, self._reseed = self._reseed, False
-        if reseeding:
+        if reseeding:  # after restore(): the last masks seed the memory and stand for this frame
             self.memory.condition(features, {t.id: t.mask for t in self.tracks.values() if not t.empty})
+            for track in self.tracks.values():
+                track.seen_this_frame = not track.empty
         elif self.tracks:
             self._apply_propagation(self.memory.propagate(features))
         if reseeding or self._is_keyframe(frame):

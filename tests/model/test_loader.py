@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+import torch
+
+from samstream.errors import ModelLoadError
+from samstream.model.loader import load_segmenter, save_segmenter_model
+from samstream.model.tiny import build_tiny_model
+
+
+def test_builtin_model_is_seeded_and_reported_untrained(tiny_segmenter):
+    again = load_segmenter(None, device="cpu")
+    assert not again.info.trained and again.info.name == "builtin:tiny-random"
+    for a, b in zip(tiny_segmenter.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_local_folder_round_trip_gives_identical_outputs(tmp_path, realshort):
+    model, tokenizer = build_tiny_model(seed=7)
+    save_segmenter_model(model, tokenizer, tmp_path / "m")
+    loaded = load_segmenter(str(tmp_path / "m"), device="cpu")
+    assert loaded.info.trained and loaded.info.name == str(tmp_path / "m")
+    from samstream.streaming.sources import VideoFileSource
+
+    rgb = next(iter(VideoFileSource(realshort))).rgb
+    original = load_segmenter(None, device="cpu")
+    original.model.load_state_dict(model.state_dict())
+    a = original.detect(original.encode_frame(rgb), ["a person"])[0]
+    b = loaded.detect(loaded.encode_frame(rgb), ["a person"])[0]
+    assert np.array_equal(a.masks, b.masks) and np.allclose(a.scores, b.scores, atol=1e-6)
+
+
+def test_missing_folder_and_wrong_model_type(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_segmenter(str(tmp_path / "nope"), device="cpu")
+    model, _ = build_tiny_model()
+    model.detector_model.save_pretrained(tmp_path / "detector-only")
+    with pytest.raises(ModelLoadError, match="needs a 'sam3_video' checkpoint"):
+        load_segmenter(str(tmp_path / "detector-only"), device="cpu")
+
+
+def test_unknown_device():
+    with pytest.raises(ModelLoadError, match="unknown device"):
+        load_segmenter(None, device="tpu9")
