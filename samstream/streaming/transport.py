@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import redis
 
 from samstream.errors import ConfigError, UnknownStream
@@ -123,10 +124,10 @@ class FramePublisher:
 class FrameEntry:
     entry_id: bytes
     header: FrameHeader
-
     payload: bytes
 
-    def rgb(self):
+    def rgb(self) -> np.ndarray:
+        """The frame's pixels; raises ValueError on a corrupt payload."""
         return decode_frame(self.payload, self.header.encoding, self.header.height, self.header.width)
 
 
