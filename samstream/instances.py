@@ -18,6 +18,7 @@ class Instances:
     ids: np.ndarray  # (N,) int64, -1 for "not tracked yet"
     instructions: tuple[str, ...]  # (N,) the instruction each instance answers
     confirmed: np.ndarray = field(default=None)  # (N,) bool; None -> all True
+    levels: tuple[str, ...] = field(default=None)  # (N,) instruction level per instance; None -> "concept"
 
     def __post_init__(self) -> None:
         n = len(self.scores)
@@ -32,6 +33,10 @@ class Instances:
             object.__setattr__(self, "confirmed", np.ones(n, dtype=bool))
         elif self.confirmed.shape != (n,):
             raise ValueError(f"confirmed must have shape ({n},), got {self.confirmed.shape}")
+        if self.levels is None:
+            object.__setattr__(self, "levels", ("concept",) * n)
+        elif len(self.levels) != n:
+            raise ValueError(f"levels must have {n} entries, got {len(self.levels)}")
 
     @classmethod
     def empty(cls, height: int, width: int) -> Instances:
@@ -52,6 +57,7 @@ class Instances:
             ids=np.concatenate([p.ids for p in parts]),
             instructions=tuple(s for p in parts for s in p.instructions),
             confirmed=np.concatenate([p.confirmed for p in parts]),
+            levels=tuple(s for p in parts for s in p.levels),
         )
 
     def __len__(self) -> int:
@@ -65,6 +71,7 @@ class Instances:
             ids=self.ids[rows],
             instructions=tuple(self.instructions[i] for i in rows),
             confirmed=self.confirmed[rows],
+            levels=tuple(self.levels[i] for i in rows),
         )
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -25,3 +26,19 @@ def mask_nms(masks: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.
         if all(iou[rank, k] <= iou_threshold for k in keep):
             keep.append(rank)
     return order[keep]
+
+
+def fill_holes(masks: np.ndarray, max_area: int) -> np.ndarray:
+    """(N, H, W) bool: fill background holes and remove foreground specks of at most `max_area` pixels
+    (SAM3's post-processing, done here with OpenCV instead of a hub-downloaded kernel)."""
+    if max_area <= 0 or len(masks) == 0:
+        return masks
+    out = masks.copy()
+    for i, mask in enumerate(out):
+        for value in (False, True):  # holes are small background components, specks small foreground ones
+            region = (mask == value).astype(np.uint8)
+            count, labels, stats, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
+            small = [c for c in range(1, count) if stats[c, cv2.CC_STAT_AREA] <= max_area]
+            if small:
+                mask[np.isin(labels, small)] = not value
+    return out

@@ -9,7 +9,9 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, Sam3VideoModel
 
 from samstream.errors import ModelLoadError
+from samstream.model.adapter_io import ADAPTERS_FILE, load_adapters, save_adapters
 from samstream.model.sam3 import Sam3Segmenter
+from samstream.model.sam3i import Sam3IAdapters
 from samstream.model.segmenter import ModelInfo
 from samstream.model.tiny import TINY_IMAGE_SIZE, UNTRAINED_BIRTH_THRESHOLD, UNTRAINED_SCORE_THRESHOLD, build_tiny_model
 
@@ -32,9 +34,11 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def load_segmenter(model: str | None = None, device: str = "auto") -> Sam3Segmenter:
+def load_segmenter(model: str | None = None, device: str = "auto", adapters: str | None = None) -> Sam3Segmenter:
     """`model`: None or 'builtin:tiny-random' for the built-in tiny model, else a local folder or hub id of a
-    `sam3_video` checkpoint in transformers format (e.g. 'facebook/sam3')."""
+    `sam3_video` checkpoint in transformers format (e.g. 'facebook/sam3').
+    `adapters`: a SAM3-I adapter file (ours, see `samstream convert-checkpoint`); by default the model folder's
+    `sam3i_adapters.safetensors` when present, else identity adapters (plain SAM3 behaviour at every level)."""
     torch_device = resolve_device(device)
     if model in (None, BUILTIN_TINY):
         network, tokenizer = build_tiny_model()
@@ -44,11 +48,19 @@ def load_segmenter(model: str | None = None, device: str = "auto") -> Sam3Segmen
         network, tokenizer = _from_pretrained(model)
         name, trained = model, True
         threshold, birth = SAM3_SCORE_THRESHOLD, SAM3_BIRTH_THRESHOLD
+        bundled = Path(model).expanduser() / ADAPTERS_FILE
+        if adapters is None and bundled.is_file():
+            adapters = str(bundled)
     network = network.to(torch_device)
+    loaded = load_adapters(network.detector_model, adapters) if adapters else None
     image_size = network.config.detector_config.vision_config.backbone_config.image_size
-    info = ModelInfo(name=name, parameters=sum(p.numel() for p in network.parameters()), trained=trained,
-                     score_threshold=threshold, birth_threshold=birth, image_size=image_size, device=str(torch_device))
-    return Sam3Segmenter(network, tokenizer, info)
+    parameters = sum(p.numel() for p in network.parameters())
+    if loaded is not None:
+        parameters += sum(p.numel() for p in loaded.parameters())
+    info = ModelInfo(name=name, parameters=parameters, trained=trained, score_threshold=threshold,
+                     birth_threshold=birth, image_size=image_size, device=str(torch_device),
+                     adapters=adapters or "identity (SAM3 behaviour at every level)")
+    return Sam3Segmenter(network, tokenizer, info, adapters=loaded)
 
 
 def _from_pretrained(source: str):
@@ -74,10 +86,13 @@ def _from_pretrained(source: str):
     return network.eval(), tokenizer
 
 
-def save_segmenter_model(model: Sam3VideoModel, tokenizer, folder: str | Path) -> None:
-    """Write a model + tokenizer folder that `load_segmenter(folder)` reads back."""
+def save_segmenter_model(model: Sam3VideoModel, tokenizer, folder: str | Path,
+                         adapters: Sam3IAdapters | None = None) -> None:
+    """Write a model + tokenizer (+ SAM3-I adapters) folder that `load_segmenter(folder)` reads back."""
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    if adapters is not None:
+        save_adapters(adapters, Path(folder) / ADAPTERS_FILE)
 
 
 def _first_line(error: Exception) -> str:

@@ -3,6 +3,7 @@ vision backbone pass per frame."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,13 +13,17 @@ from transformers import PreTrainedTokenizerBase, Sam3VideoModel
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 from transformers.models.sam3_video.modeling_sam3_video import Sam3VideoInferenceSession
 
-from samstream.masks import mask_nms
+from samstream.masks import fill_holes, mask_nms
+from samstream.model.levels import Level
 from samstream.model.preprocess import to_pixel_values
+from samstream.model.sam3i import Sam3I, Sam3IAdapters
 from samstream.model.segmenter import Detections, FrameFeatures, ModelInfo
 from samstream.model.tokenizer import CONTEXT_LENGTH
 
 DEFAULT_NMS_IOU = 0.1  # SAM3's detection NMS
 CANDIDATE_FLOOR = 0.05  # queries below this never reach NMS (saves upsampling 200 masks)
+DEFAULT_FILL_HOLE_AREA = 16  # SAM3: holes and specks up to this many low-res pixels are filled / removed
+TEXT_CACHE_SIZE = 4096  # (instruction, level) embeddings kept per worker
 
 
 @dataclass
@@ -29,19 +34,24 @@ class _Sam3Features:
 
 
 class Sam3Segmenter:
-    """Implements `Segmenter` on a `Sam3VideoModel` (detector + tracker). One instance serves many streams;
-    per-stream state lives in the memories it hands out."""
+    """Implements `Segmenter` on a `Sam3VideoModel` (detector + tracker) with SAM3-I adapters on the detector.
+    One instance serves many streams; per-stream state lives in the memories it hands out."""
 
     def __init__(self, model: Sam3VideoModel, tokenizer: PreTrainedTokenizerBase, info: ModelInfo,
-                 nms_iou: float = DEFAULT_NMS_IOU) -> None:
+                 adapters: Sam3IAdapters | None = None, nms_iou: float = DEFAULT_NMS_IOU,
+                 fill_hole_area: int = DEFAULT_FILL_HOLE_AREA) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.info = info
         self.nms_iou = nms_iou
+        self.fill_hole_area = fill_hole_area
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.image_size = info.image_size
-        self._text_cache: dict[str, tuple[object, torch.Tensor]] = {}
+        detector = model.detector_model
+        self.sam3i = Sam3I(detector, adapters if adapters is not None else Sam3IAdapters.fresh(detector))
+        self.sam3i.adapters.eval()
+        self._text_cache: OrderedDict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     @torch.inference_mode()
     def encode_frame(self, rgb: np.ndarray) -> FrameFeatures:
@@ -50,33 +60,45 @@ class Sam3Segmenter:
         feats, pos = self.model.get_vision_features_for_tracker(vision_embeds=vision)
         return FrameFeatures(height=rgb.shape[0], width=rgb.shape[1], data=_Sam3Features(vision, feats, pos))
 
-    def _text(self, instructions: list[str]):
-        """Text embeddings for a batch of instructions; each instruction is encoded once and cached."""
-        missing = [text for text in instructions if text not in self._text_cache]
+    def _text(self, keys: list[tuple[str, Level]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text embeddings for (instruction, level) pairs. Each pair runs the text encoder once (all missing
+        ones in one batch) and is cached (LRU); frames reuse the cache."""
+        missing = list(dict.fromkeys(key for key in keys if key not in self._text_cache))
         if missing:
-            tokens = self.tokenizer(missing, padding="max_length", max_length=CONTEXT_LENGTH, truncation=True,
-                                    return_tensors="pt").to(self.device)
-            out = self.model.detector_model.get_text_features(input_ids=tokens.input_ids,
-                                                              attention_mask=tokens.attention_mask)
-            for i, text in enumerate(missing):
-                self._text_cache[text] = (out.pooler_output[i], tokens.attention_mask[i])
-        embeds = torch.stack([self._text_cache[text][0] for text in instructions])
-        mask = torch.stack([self._text_cache[text][1] for text in instructions])
+            tokens = self.tokenizer([text for text, _ in missing], padding="max_length", max_length=CONTEXT_LENGTH,
+                                    truncation=True, return_tensors="pt").to(self.device)
+            with self.sam3i.routing([level for _, level in missing]):
+                out = self.model.detector_model.get_text_features(input_ids=tokens.input_ids,
+                                                                  attention_mask=tokens.attention_mask)
+            for i, key in enumerate(missing):
+                self._text_cache[key] = (out.pooler_output[i], tokens.attention_mask[i])
+        for key in keys:
+            self._text_cache.move_to_end(key)
+        while len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        embeds = torch.stack([self._text_cache[key][0] for key in keys])  # (n, T, D)
+        mask = torch.stack([self._text_cache[key][1] for key in keys])  # (n, T)
         return embeds, mask
 
+    def forget_instruction(self, instruction: str, level: Level) -> None:
+        """Drop one cached embedding (an instruction that changed at run time); the others stay."""
+        self._text_cache.pop((instruction, level), None)
+
     @torch.inference_mode()
-    def detect(self, features: FrameFeatures, instructions: list[str]) -> list[Detections]:
-        """All instructions in one batched detector pass over the shared vision features."""
+    def detect(self, features: FrameFeatures, instructions: list[str], levels: list[Level]) -> list[Detections]:
+        """All instructions in one batched detector pass over the shared vision features, each routed
+        through the SAM3-I adapters of its level."""
         data: _Sam3Features = features.data
         n = len(instructions)
-        embeds, mask = self._text(instructions)
+        embeds, mask = self._text(list(zip(instructions, levels)))
         vision = Sam3VisionEncoderOutput(
             last_hidden_state=data.vision.last_hidden_state.expand(n, *data.vision.last_hidden_state.shape[1:]),
             fpn_hidden_states=tuple(h.expand(n, *h.shape[1:]) for h in data.vision.fpn_hidden_states),
             fpn_position_encoding=tuple(p.expand(n, *p.shape[1:]) for p in data.vision.fpn_position_encoding),
         )
         text = _PooledText(pooler_output=embeds)
-        out = self.model.detector_model(vision_embeds=vision, text_embeds=text, attention_mask=mask)
+        with self.sam3i.routing(levels):
+            out = self.model.detector_model(vision_embeds=vision, text_embeds=text, attention_mask=mask)
         scores = out.pred_logits.sigmoid() * out.presence_logits.sigmoid()  # (n, Q): p(match | present) * p(present)
         return [self._postprocess(out.pred_masks[i], scores[i], features) for i in range(n)]
 
@@ -84,10 +106,14 @@ class Sam3Segmenter:
         keep = torch.nonzero(scores > CANDIDATE_FLOOR).squeeze(1)
         if keep.numel() == 0:
             return Detections(np.zeros((0, features.height, features.width), bool), np.zeros(0, np.float32))
-        low_res = mask_logits[keep] > 0  # (k, h, w) at the model's mask resolution
+        logits = mask_logits[keep].float()  # (k, h, w) at the model's mask resolution
+        low_res = fill_holes(logits.cpu().numpy() > 0, self.fill_hole_area)
         kept_scores = scores[keep].float().cpu().numpy()
-        order = mask_nms(low_res.cpu().numpy(), kept_scores, self.nms_iou)
-        masks = _upsample(mask_logits[keep[order]], features.height, features.width)
+        order = mask_nms(low_res, kept_scores, self.nms_iou)
+        # Filled / cleaned low-res masks steer the upsampled logits: holes become foreground, specks go.
+        cleaned = torch.from_numpy(low_res[order]).to(logits.device)
+        steered = torch.where(cleaned, logits[order].clamp(min=1e-3), logits[order].clamp(max=-1e-3))
+        masks = _upsample(steered, features.height, features.width)
         return Detections(masks=masks, scores=kept_scores[order])
 
     def new_memory(self) -> Sam3TrackerMemory:

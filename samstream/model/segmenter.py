@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from samstream.model.levels import Level
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -21,6 +23,7 @@ class ModelInfo:
     birth_threshold: float  # score a detection needs to start a new track (SAM3: 0.7)
     image_size: int
     device: str
+    adapters: str = "identity"  # where the SAM3-I adapters came from
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Segmenter(Protocol):
 
     def encode_frame(self, rgb: np.ndarray) -> FrameFeatures: ...
 
-    def detect(self, features: FrameFeatures, instructions: list[str]) -> list[Detections]: ...
+    def detect(self, features: FrameFeatures, instructions: list[str], levels: list[Level]) -> list[Detections]:
+        """One `Detections` per instruction, each routed by its SAM3-I level."""
 
     def new_memory(self) -> ObjectMemory: ...

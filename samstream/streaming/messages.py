@@ -50,6 +50,7 @@ class StreamSpec(_Message):
     source: str = ""
     encoding: Literal["jpeg", "raw"] = "jpeg"
     keyframe_every: int | None = Field(default=None, gt=0)  # None: the worker's default
+    level: Literal["auto", "concept", "simple", "complex"] = "auto"  # SAM3-I level of every instruction
 
     @field_validator("stream")
     @classmethod
@@ -95,6 +96,7 @@ class InstanceResult(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     id: int
     instruction: str
+    level: Literal["concept", "simple", "complex"] = "concept"  # the SAM3-I route that produced it
     score: float
     bbox: tuple[float, float, float, float]  # [x, y, w, h] in pixels
     mask: RleMask

@@ -33,6 +33,7 @@ def to_frame_result(stream: str, frame: int, pts: float, instances: Instances) -
             InstanceResult(
                 id=int(instances.ids[i]),
                 instruction=instances.instructions[i],
+                level=instances.levels[i],
                 score=round(float(instances.scores[i]), 4),
                 bbox=tuple(float(v) for v in boxes[i]),
                 mask=rles[i],

@@ -18,6 +18,7 @@ import numpy as np
 
 from samstream.instances import Instances
 from samstream.masks import mask_iou
+from samstream.model.levels import Level, resolve_level
 from samstream.model.segmenter import Detections, FrameFeatures, ObjectMemory, Segmenter
 from samstream.streaming.messages import RleMask
 from samstream.streaming.rle import decode_mask, encode_masks
@@ -68,11 +69,19 @@ class _Counters:
 class TrackingSession:
     """Per-stream state. Nothing here is shared between streams."""
 
-    def __init__(self, segmenter: Segmenter, instructions: list[str], config: TrackerConfig = TrackerConfig()) -> None:
+    def __init__(self, segmenter: Segmenter, instructions: list[str], config: TrackerConfig = TrackerConfig(),
+                 levels: list[str | None] | str | None = None) -> None:
+        """`levels`: one SAM3-I level per instruction, one for all, or None / 'auto' to classify each."""
         if not instructions:
             raise ValueError("a tracking session needs at least one instruction")
         self.segmenter = segmenter
         self.instructions = list(instructions)
+        if levels is None or isinstance(levels, str):
+            levels = [levels] * len(self.instructions)
+        if len(levels) != len(self.instructions):
+            raise ValueError(f"{len(levels)} levels for {len(self.instructions)} instructions")
+        self.levels: list[Level] = [resolve_level(text, level) for text, level in zip(self.instructions, levels)]
+        self._level_of = dict(zip(self.instructions, self.levels))
         self.config = config
         self.detection_threshold = (
             config.detection_threshold if config.detection_threshold is not None else segmenter.info.score_threshold
@@ -108,7 +117,7 @@ class TrackingSession:
             self._apply_propagation(self.memory.propagate(features))
         if reseeding or self._is_keyframe(frame):
             self._counters.keyframes += 1
-            detections = self.segmenter.detect(features, self.instructions)
+            detections = self.segmenter.detect(features, self.instructions, self.levels)
             self._associate(features, detections, frame)
         self._suppress_duplicates()
         self._counters.frames_seen += 1
@@ -194,6 +203,7 @@ class TrackingSession:
             ids=np.array([t.id for t in live], dtype=np.int64),
             instructions=tuple(t.instruction for t in live),
             confirmed=np.array([t.hits >= self.config.min_hits_confirmed for t in live]),
+            levels=tuple(self._level_of[t.instruction] for t in live),
         )
 
     # -- checkpoint / restore ----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ class StreamTask:
         self.spec = spec
         self.lease = lease
         self.consumer = consumer
-        self.session = TrackingSession(segmenter, spec.instructions, tracker_config)
+        self.session = TrackingSession(segmenter, spec.instructions, tracker_config, levels=spec.level)
         self.finished = False
         state = consumer.load_state()
         if state:

@@ -24,8 +24,8 @@ def test_local_folder_round_trip_gives_identical_outputs(tmp_path, realshort):
     rgb = next(iter(VideoFileSource(realshort))).rgb
     original = load_segmenter(None, device="cpu")
     original.model.load_state_dict(model.state_dict())
-    a = original.detect(original.encode_frame(rgb), ["a person"])[0]
-    b = loaded.detect(loaded.encode_frame(rgb), ["a person"])[0]
+    a = original.detect(original.encode_frame(rgb), ["a person"], ["concept"])[0]
+    b = loaded.detect(loaded.encode_frame(rgb), ["a person"], ["concept"])[0]
     assert np.array_equal(a.masks, b.masks) and np.allclose(a.scores, b.scores, atol=1e-6)
 
 
