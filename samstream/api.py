@@ -42,11 +42,13 @@ def track(
     keyframe_every: int = DEFAULT_KEYFRAME_EVERY,
     tracker_config: TrackerConfig | None = None,
     bgr: bool = False,
+    level: str | Sequence[str | None] | None = "auto",
 ) -> Iterator[TrackedFrame]:
     """Track what `instruction` describes, one frame at a time.
 
     `frames`: a video path, or any iterable of (H, W, 3) uint8 arrays (RGB; pass `bgr=True` for OpenCV order).
     `model`: a loaded segmenter, a folder / hub id, or None for the built-in model.
+    `level`: SAM3-I level ('concept', 'simple', 'complex' or 'auto'), one for all or one per instruction.
     """
     instructions = [instruction] if isinstance(instruction, str) else list(instruction)
     instructions = [check_instruction(text) for text in instructions]
@@ -55,7 +57,8 @@ def track(
 
         model = load_segmenter(model, device=device)
     config = tracker_config or TrackerConfig(keyframe_every=keyframe_every)
-    session = TrackingSession(model, instructions, config)
+    levels = level if level is None or isinstance(level, str) else list(level)
+    session = TrackingSession(model, instructions, config, levels=levels)
     if isinstance(frames, (str, os.PathLike)):
         for frame in VideoFileSource(frames):
             yield TrackedFrame(frame.index, frame.pts, session.update(frame.rgb))

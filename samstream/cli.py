@@ -22,8 +22,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_level_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--level", choices=["auto", "concept", "simple", "complex"], default="auto",
+                   help="SAM3-I instruction level of the instructions (default: auto, classified per instruction)")
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="local folder or hub id in transformers format (default: built-in tiny model)")
+    p.add_argument("--adapters", help="SAM3-I adapter file (default: the model folder's, else identity)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--keyframe-every", type=_positive_int, default=DEFAULT_KEYFRAME_EVERY, metavar="K",
                    help=f"run the detector every K frames, memory propagation between (default {DEFAULT_KEYFRAME_EVERY})")
@@ -42,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="folder for results.jsonl and annotated.mp4")
     run.add_argument("--max-frames", type=_positive_int)
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_level_option(run)
     _add_model_options(run)
 
     worker = sub.add_parser("worker", help="a long-running worker serving streams from Redis")
@@ -62,11 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--encoding", choices=["jpeg", "raw"], default="jpeg")
     ingest.add_argument("--keyframe-every", type=_positive_int, help="override the worker's default for this stream")
     ingest.add_argument("--replace", action="store_true", help="delete an existing stream of that id first")
+    _add_level_option(ingest)
 
     results = sub.add_parser("results", help="print a stream's results as JSON lines")
     results.add_argument("--stream", required=True)
     results.add_argument("--redis", required=True)
     results.add_argument("--follow", action="store_true", help="wait for new results until the stream ends")
+
+    convert = sub.add_parser("convert-checkpoint",
+                             help="official SAM3-I checkpoint -> samstream adapter file (refuses partial matches)")
+    convert.add_argument("src", help="official checkpoint (.pt/.pth or .safetensors)")
+    convert.add_argument("dst", help="adapter file to write (e.g. MODEL_DIR/sam3i_adapters.safetensors)")
+    convert.add_argument("--model", help="the base SAM3 model the adapters are for (default: built-in tiny model)")
+
+    bench = sub.add_parser("bench", help="benchmarks (results as JSON; see docs/benchmarks.md)")
+    bench.add_argument("what", choices=["model"])
+    bench.add_argument("--full", action="store_true", help="also the full-size SAM3 configuration (random weights)")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--repeats", type=_positive_int, default=5)
+    bench.add_argument("--out", help="write the JSON here too")
     return parser
 
 
@@ -74,7 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return {"run": cmd_run, "worker": cmd_worker, "ingest": cmd_ingest, "results": cmd_results}[args.command](args)
+        commands = {"run": cmd_run, "worker": cmd_worker, "ingest": cmd_ingest, "results": cmd_results,
+                    "convert-checkpoint": cmd_convert, "bench": cmd_bench}
+        return commands[args.command](args)
     except StreamFailed as e:
         if e.summary is not None:
             print(e.summary.render(), file=sys.stderr)
@@ -105,9 +128,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     instructions = [check_instruction(text) for text in args.instruction]
     VideoFileSource(args.video, max_frames=args.max_frames).close()  # fail fast, before loading a model
-    segmenter = load_segmenter(args.model, device=args.device)
+    segmenter = load_segmenter(args.model, device=args.device, adapters=args.adapters)
     summary = run_file(args.video, instructions, args.out, segmenter, max_frames=args.max_frames,
-                       keyframe_every=args.keyframe_every, progress=not args.quiet)
+                       keyframe_every=args.keyframe_every, progress=not args.quiet, level=args.level)
     print(summary.render())
     return 0
 
@@ -125,7 +148,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from samstream.streaming.connection import connect
 
     connect(settings.redis_url, settings.backoff)  # fail fast, before loading a model
-    segmenter = load_segmenter(settings.model, device=settings.device)
+    segmenter = load_segmenter(settings.model, device=settings.device, adapters=args.adapters)
     worker = serve(settings, segmenter)
     logging.getLogger(__name__).info("worker stopped after %d frames", worker.frames_processed)
     return 0
@@ -143,7 +166,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     client = connect(settings.redis_url, settings.backoff)
     source, publisher = open_file_stream(client, args.video, args.stream, instructions, max_frames=args.max_frames,
                                          encoding=settings.encoding, keyframe_every=args.keyframe_every,
-                                         replace=args.replace, max_backlog=settings.max_backlog)
+                                         replace=args.replace, level=args.level, max_backlog=settings.max_backlog)
     publish_all(source, publisher)
     print(f"samstream ingest: {publisher.published} frames published to stream {args.stream}", file=sys.stderr)
     return 0
@@ -163,6 +186,30 @@ def cmd_results(args: argparse.Namespace) -> int:
             break
         sys.stdout.write(message.to_jsonl() + "\n")
         sys.stdout.flush()
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from samstream.model.adapter_io import convert_checkpoint
+    from samstream.model.loader import load_segmenter
+
+    segmenter = load_segmenter(args.model, device="cpu")
+    count = convert_checkpoint(args.src, args.dst, segmenter.model.detector_model)
+    print(f"samstream convert-checkpoint: {count} adapter tensors written to {args.dst}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from samstream.bench import bench_model
+
+    report = bench_model(device=args.device, full=args.full, repeats=args.repeats)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
     return 0
 
 

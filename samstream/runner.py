@@ -37,6 +37,7 @@ class RunSummary:
     redis: str
     out_dir: Path
     error: str | None
+    levels: tuple[str, ...] = ()
 
     @property
     def fps(self) -> float:
@@ -49,6 +50,7 @@ class RunSummary:
             f"  instances  {self.instances} in all, {self.tracks} distinct track ids",
             f"  model      {self.model.name} ({self.model.parameters / 1e6:.2f}M params, {self.model.device}, "
             f"{self.model.image_size}px) - {trained}",
+            f"  adapters   SAM3-I {self.model.adapters}; levels {', '.join(self.levels)}",
             f"  redis      embedded {self.redis}",
             f"  results    {self.out_dir / 'results.jsonl'}",
             f"  video      {self.out_dir / 'annotated.mp4'}",
@@ -71,6 +73,7 @@ def run_file(
     max_frames: int | None = None,
     keyframe_every: int = 5,
     progress: bool = True,
+    level: str = "auto",
 ) -> RunSummary:
     """Run one file through Redis and a worker; write results.jsonl and annotated.mp4 into out_dir.
 
@@ -89,7 +92,8 @@ def run_file(
         worker = Worker(settings, client, segmenter)
         worker_thread = threading.Thread(target=worker.run, name="worker", daemon=True)
         worker_thread.start()
-        source, publisher = open_file_stream(client, video, stream_id_for(video), instructions, max_frames=max_frames)
+        source, publisher = open_file_stream(client, video, stream_id_for(video), instructions, max_frames=max_frames,
+                                             level=level)
         ingest_error: list[BaseException] = []
 
         def ingest() -> None:
@@ -113,7 +117,11 @@ def run_file(
         ingest_thread.join(timeout=30)
 
     error = ended.error if ended else "the worker stopped before the stream ended"
-    summary = RunSummary(frames, instances, len(track_ids), seconds, segmenter.info, server.kind, out_dir, error)
+    from samstream.model.levels import resolve_level
+
+    levels = tuple(f"{text!r}={resolve_level(text, level)}" for text in instructions)
+    summary = RunSummary(frames, instances, len(track_ids), seconds, segmenter.info, server.kind, out_dir, error,
+                         levels)
     if error:
         raise StreamFailed(error, summary)
     return summary

@@ -19,13 +19,19 @@ UNTRAINED_SCORE_THRESHOLD = 0.2  # random weights score ~0.25; SAM3's own defaul
 UNTRAINED_BIRTH_THRESHOLD = 0.24  # SAM3: 0.7
 
 
-def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258) -> Sam3VideoConfig:
-    d, grid = TINY_WIDTH, image_size // TINY_PATCH_SIZE
+def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258, width: int = TINY_WIDTH,
+                      vit_width: int | None = None, vit_layers: int = 2, text_width: int = 64, text_layers: int = 2,
+                      detr_layers: int = 2, queries: int = 16) -> Sam3VideoConfig:
+    """A small SAM3 video config (detector + tracker). Defaults: the built-in tiny model; `SMALL` below
+    is a bigger point between it and full SAM3 for benchmarks."""
+    d, grid = width, image_size // TINY_PATCH_SIZE
+    vit_width = vit_width or d
     vision = dict(
         backbone_config=dict(
-            model_type="sam3_vit_model", hidden_size=d, intermediate_size=2 * d, num_hidden_layers=2,
-            num_attention_heads=4, image_size=image_size, patch_size=TINY_PATCH_SIZE, window_size=grid // 2,
-            global_attn_indexes=[1], pretrain_image_size=image_size,
+            model_type="sam3_vit_model", hidden_size=vit_width, intermediate_size=4 * vit_width,
+            num_hidden_layers=vit_layers, num_attention_heads=max(4, vit_width // 64), image_size=image_size,
+            patch_size=TINY_PATCH_SIZE, window_size=grid // 2, global_attn_indexes=[vit_layers - 1],
+            pretrain_image_size=image_size,
         ),
         fpn_hidden_size=d,
         backbone_feature_sizes=[[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]],
@@ -33,13 +39,13 @@ def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258) 
     )
     detector = dict(
         vision_config=vision,
-        text_config=dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, projection_dim=64,
-                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=CONTEXT_LENGTH,
+        text_config=dict(vocab_size=vocab_size, hidden_size=text_width, intermediate_size=2 * text_width,
+                         projection_dim=text_width, num_hidden_layers=text_layers, num_attention_heads=4, max_position_embeddings=CONTEXT_LENGTH,
                          bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1),
         geometry_encoder_config=dict(hidden_size=d, num_layers=1, num_attention_heads=4, intermediate_size=2 * d),
-        detr_encoder_config=dict(hidden_size=d, num_layers=2, num_attention_heads=4, intermediate_size=2 * d,
+        detr_encoder_config=dict(hidden_size=d, num_layers=detr_layers, num_attention_heads=4, intermediate_size=2 * d,
                                  dropout=0.0),
-        detr_decoder_config=dict(hidden_size=d, num_layers=2, num_queries=16, num_attention_heads=4,
+        detr_decoder_config=dict(hidden_size=d, num_layers=detr_layers, num_queries=queries, num_attention_heads=4,
                                  intermediate_size=2 * d, dropout=0.0),
         mask_decoder_config=dict(hidden_size=d, num_upsampling_stages=2, num_attention_heads=4),
     )
@@ -54,6 +60,11 @@ def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258) 
         memory_fuser_embed_dim=d, memory_fuser_intermediate_dim=2 * d,
     )
     return Sam3VideoConfig(detector_config=detector, tracker_config=tracker, low_res_mask_size=4 * grid)
+
+
+# Between tiny and full SAM3 (1008 px, ViT 1024x32, text 1024x24, DETR 256x6, 200 queries): for benchmarks.
+SMALL = dict(image_size=336, width=256, vit_width=384, vit_layers=6, text_width=256, text_layers=4, detr_layers=3,
+             queries=100)
 
 
 def build_tiny_model(seed: int = TINY_SEED):

@@ -22,6 +22,7 @@ def open_file_stream(
     encoding: str = "jpeg",
     keyframe_every: int | None = None,
     replace: bool = False,
+    level: str = "auto",
     **publisher_options: int,
 ) -> tuple[VideoFileSource, FramePublisher]:
     """Open the file (errors before anything is written to Redis), then register the stream."""
@@ -35,6 +36,7 @@ def open_file_stream(
         source=Path(path).name,
         encoding=encoding,
         keyframe_every=keyframe_every,
+        level=level,
     )
     publisher = FramePublisher(client, spec, **publisher_options)
     publisher.register(replace=replace)

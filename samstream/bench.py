@@ -1,0 +1,145 @@
+"""`samstream bench model`: where a frame's time goes, per model size, instruction count and frame kind.
+
+Medians over `repeats` runs after one warm-up, measured in one process; random weights (speed does not depend
+on training). Vision = backbone + necks; text = text encoder for N new instructions (cached afterwards);
+detector = fusion encoder + DETR decoder + scoring; mask head = the mask decoder; propagation = SAM3 tracker
+memory step for 4 objects on a non-keyframe.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from transformers import Sam3VideoConfig, Sam3VideoModel
+
+from samstream.model.loader import resolve_device
+from samstream.model.sam3 import Sam3Segmenter
+from samstream.model.segmenter import ModelInfo
+from samstream.model.tiny import SMALL, build_tiny_model, tiny_video_config
+from samstream.model.tokenizer import build_byte_tokenizer
+
+INSTRUCTION_COUNTS = (1, 4, 16)
+PROPAGATED_OBJECTS = 4
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - start) * 1000)
+    return round(statistics.median(times), 2)
+
+
+def _segmenter(preset: str, device: torch.device) -> Sam3Segmenter:
+    if preset == "tiny":
+        model, tokenizer = build_tiny_model()
+    else:
+        tokenizer = build_byte_tokenizer()
+        torch.manual_seed(0)
+        config = tiny_video_config(vocab_size=len(tokenizer), **SMALL) if preset == "small" else Sam3VideoConfig()
+        if preset == "full":
+            config.detector_config.text_config.vocab_size = max(config.detector_config.text_config.vocab_size,
+                                                                 len(tokenizer))
+        model = Sam3VideoModel(config).eval()
+    model = model.to(device)
+    image_size = model.config.detector_config.vision_config.backbone_config.image_size
+    info = ModelInfo(name=preset, parameters=sum(p.numel() for p in model.parameters()), trained=False,
+                     score_threshold=0.0, birth_threshold=0.0, image_size=image_size, device=str(device))
+    return Sam3Segmenter(model, tokenizer, info)
+
+
+class _MaskHeadTimer:
+    def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
+        self.total_ms = 0.0
+        self._device = device
+        module.register_forward_pre_hook(self._start)
+        module.register_forward_hook(self._stop)
+
+    def _start(self, *_: object) -> None:
+        _sync(self._device)
+        self._t = time.perf_counter()
+
+    def _stop(self, *_: object) -> None:
+        _sync(self._device)
+        self.total_ms += (time.perf_counter() - self._t) * 1000
+
+
+def bench_preset(preset: str, device: torch.device, repeats: int) -> dict:
+    seg = _segmenter(preset, device)
+    frame = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), dtype=np.uint8)
+    report: dict = {"parameters_m": round(seg.info.parameters / 1e6, 2), "image_size": seg.info.image_size}
+    with torch.inference_mode():
+        report["vision_ms"] = _median_ms(lambda: seg.encode_frame(frame), repeats, device)
+        features = seg.encode_frame(frame)
+        timer = _MaskHeadTimer(seg.model.detector_model.mask_decoder, device)
+        per_count = {}
+        for n in INSTRUCTION_COUNTS:
+            texts = [f"object number {i}" for i in range(n)]
+            levels = ["simple"] * n
+
+            def encode_text() -> None:
+                seg._text_cache.clear()
+                seg._text(list(zip(texts, levels)))
+
+            text_ms = _median_ms(encode_text, repeats, device)
+            timer.total_ms = 0.0
+            detect_ms = _median_ms(lambda: seg.detect(features, texts, levels), repeats, device)
+            mask_ms = round(timer.total_ms / (repeats + 1), 2)
+            per_count[str(n)] = {
+                "text_ms_uncached": text_ms,
+                "detector_ms": round(detect_ms - mask_ms, 2),
+                "mask_head_ms": mask_ms,
+                "keyframe_ms": round(report["vision_ms"] + detect_ms, 2),
+            }
+        report["instructions"] = per_count
+        memory = seg.new_memory()
+        h, w = frame.shape[:2]
+        masks = {}
+        for i in range(PROPAGATED_OBJECTS):
+            mask = np.zeros((h, w), dtype=bool)
+            mask[100 + 100 * i: 180 + 100 * i, 200: 400] = True
+            masks[i + 1] = mask
+        memory.condition(features, masks)
+
+        def propagate() -> None:
+            memory.propagate(seg.encode_frame(frame))
+
+        report["propagation_frame_ms"] = _median_ms(propagate, repeats, device)
+        report["propagation_objects"] = PROPAGATED_OBJECTS
+    if device.type == "cuda":
+        report["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return report
+
+
+def bench_model(device: str = "auto", full: bool = False, repeats: int = 5) -> dict:
+    torch_device = resolve_device(device)
+    presets = ["tiny", "small"] + (["full"] if full else [])
+    results = {}
+    for preset in presets:
+        results[preset] = bench_preset(preset, torch_device, repeats)
+        results[preset]["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return {
+        "benchmark": "model",
+        "device": str(torch_device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "repeats": repeats,
+        "frame": "1280x720",
+        "results": results,
+    }
