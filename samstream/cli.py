@@ -30,6 +30,10 @@ def _add_level_option(p: argparse.ArgumentParser) -> None:
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="local folder or hub id in transformers format (default: built-in tiny model)")
     p.add_argument("--adapters", help="SAM3-I adapter file (default: the model folder's, else identity)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--image-size", type=_positive_int, help="model input size override (e.g. 560 or 1008 for SAM3)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the vision backbone (CUDA)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--keyframe-every", type=_positive_int, default=DEFAULT_KEYFRAME_EVERY, metavar="K",
                    help=f"run the detector every K frames, memory propagation between (default {DEFAULT_KEYFRAME_EVERY})")
@@ -120,15 +124,21 @@ def _one_line(error: Exception) -> str:
     return " ".join(text.split())
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace):
     from samstream.model.loader import load_segmenter
+
+    return load_segmenter(args.model, device=args.device, adapters=args.adapters, precision=args.precision,
+                          image_size=args.image_size, compile=args.compile)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from samstream.runner import run_file
     from samstream.streaming.messages import check_instruction
     from samstream.streaming.sources import VideoFileSource
 
     instructions = [check_instruction(text) for text in args.instruction]
     VideoFileSource(args.video, max_frames=args.max_frames).close()  # fail fast, before loading a model
-    segmenter = load_segmenter(args.model, device=args.device, adapters=args.adapters)
+    segmenter = _load(args)
     summary = run_file(args.video, instructions, args.out, segmenter, max_frames=args.max_frames,
                        keyframe_every=args.keyframe_every, progress=not args.quiet, level=args.level)
     print(summary.render())
@@ -136,7 +146,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from samstream.model.loader import load_segmenter
     from samstream.settings import WorkerSettings
     from samstream.workers.worker import serve
 
@@ -148,7 +157,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from samstream.streaming.connection import connect
 
     connect(settings.redis_url, settings.backoff)  # fail fast, before loading a model
-    segmenter = load_segmenter(settings.model, device=settings.device, adapters=args.adapters)
+    segmenter = _load(args)
     worker = serve(settings, segmenter)
     logging.getLogger(__name__).info("worker stopped after %d frames", worker.frames_processed)
     return 0

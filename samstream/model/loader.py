@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoTokenizer, Sam3VideoModel
+from transformers import AutoConfig, AutoTokenizer, Sam3VideoConfig, Sam3VideoModel
 
 from samstream.errors import ModelLoadError
 from samstream.model.adapter_io import ADAPTERS_FILE, load_adapters, save_adapters
@@ -34,18 +34,41 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def load_segmenter(model: str | None = None, device: str = "auto", adapters: str | None = None) -> Sam3Segmenter:
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def set_image_size(config: Sam3VideoConfig, image_size: int) -> Sam3VideoConfig:
+    """Run a SAM3 video config at another square input size (SAM3 supports e.g. 560 and 1008): the detector's
+    backbone and feature sizes, the tracker's prompt encoder, memory RoPE and mask sizes all follow."""
+    patch = config.detector_config.vision_config.backbone_config.patch_size
+    if image_size <= 0 or image_size % patch:
+        raise ModelLoadError(f"image size {image_size} must be a positive multiple of the patch size {patch}")
+    grid = image_size // patch
+    vision = config.detector_config.vision_config
+    vision.backbone_config.image_size = image_size
+    vision.backbone_feature_sizes = [[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]]
+    config.tracker_config.image_size = image_size  # its setter updates the tracker's own sizes
+    config.tracker_config.vision_config.backbone_config.image_size = image_size
+    config.low_res_mask_size = 4 * grid
+    return config
+
+
+def load_segmenter(model: str | None = None, device: str = "auto", adapters: str | None = None,
+                   precision: str = "auto", image_size: int | None = None, compile: bool = False) -> Sam3Segmenter:
     """`model`: None or 'builtin:tiny-random' for the built-in tiny model, else a local folder or hub id of a
     `sam3_video` checkpoint in transformers format (e.g. 'facebook/sam3').
     `adapters`: a SAM3-I adapter file (ours, see `samstream convert-checkpoint`); by default the model folder's
-    `sam3i_adapters.safetensors` when present, else identity adapters (plain SAM3 behaviour at every level)."""
+    `sam3i_adapters.safetensors` when present, else identity adapters (plain SAM3 behaviour at every level).
+    `precision`: fp32, bf16 or fp16 autocast (CUDA only), or auto (bf16 on CUDA, fp32 on CPU).
+    `image_size`: input size override; `compile`: torch.compile the vision backbone (CUDA)."""
     torch_device = resolve_device(device)
+    autocast = _autocast_dtype(precision, torch_device)
     if model in (None, BUILTIN_TINY):
-        network, tokenizer = build_tiny_model()
+        network, tokenizer = build_tiny_model(image_size=image_size)
         name, trained = BUILTIN_TINY, False
         threshold, birth = UNTRAINED_SCORE_THRESHOLD, UNTRAINED_BIRTH_THRESHOLD
     else:
-        network, tokenizer = _from_pretrained(model)
+        network, tokenizer = _from_pretrained(model, image_size)
         name, trained = model, True
         threshold, birth = SAM3_SCORE_THRESHOLD, SAM3_BIRTH_THRESHOLD
         bundled = Path(model).expanduser() / ADAPTERS_FILE
@@ -60,10 +83,25 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
     info = ModelInfo(name=name, parameters=parameters, trained=trained, score_threshold=threshold,
                      birth_threshold=birth, image_size=image_size, device=str(torch_device),
                      adapters=adapters or "identity (SAM3 behaviour at every level)")
-    return Sam3Segmenter(network, tokenizer, info, adapters=loaded)
+    segmenter = Sam3Segmenter(network, tokenizer, info, adapters=loaded, autocast_dtype=autocast)
+    if compile:
+        if torch_device.type != "cuda":
+            raise ModelLoadError("--compile needs a CUDA device")
+        network.detector_model.vision_encoder = torch.compile(network.detector_model.vision_encoder)
+    return segmenter
 
 
-def _from_pretrained(source: str):
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"unknown precision {precision!r}: use auto, {', '.join(PRECISIONS)}")
+    if PRECISIONS[precision] is not None and device.type != "cuda":
+        raise ModelLoadError(f"precision {precision} needs a CUDA device; use fp32 on {device.type}")
+    return PRECISIONS[precision]
+
+
+def _from_pretrained(source: str, image_size: int | None = None):
     looks_local = source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
     path = Path(source).expanduser()
     if looks_local and not path.is_dir():
@@ -78,8 +116,10 @@ def _from_pretrained(source: str):
             f"{source} holds a {config.model_type!r} model; samstream needs a 'sam3_video' checkpoint "
             "(detector + tracker), e.g. facebook/sam3"
         )
+    if image_size is not None:
+        set_image_size(config, image_size)
     try:
-        network = Sam3VideoModel.from_pretrained(where)
+        network = Sam3VideoModel.from_pretrained(where, config=config)
         tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelLoadError(f"cannot load weights from {source}: {_first_line(e)}") from e

@@ -4,6 +4,7 @@ vision backbone pass per frame."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,7 @@ class Sam3Segmenter:
 
     def __init__(self, model: Sam3VideoModel, tokenizer: PreTrainedTokenizerBase, info: ModelInfo,
                  adapters: Sam3IAdapters | None = None, nms_iou: float = DEFAULT_NMS_IOU,
-                 fill_hole_area: int = DEFAULT_FILL_HOLE_AREA) -> None:
+                 fill_hole_area: int = DEFAULT_FILL_HOLE_AREA, autocast_dtype: torch.dtype | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.info = info
@@ -48,13 +49,24 @@ class Sam3Segmenter:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.image_size = info.image_size
+        self.autocast_dtype = autocast_dtype  # bf16 / fp16 autocast on CUDA; None: the weights' dtype
         detector = model.detector_model
         self.sam3i = Sam3I(detector, adapters if adapters is not None else Sam3IAdapters.fresh(detector))
         self.sam3i.adapters.eval()
         self._text_cache: OrderedDict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
+    def precision(self):
+        """Autocast context for model calls (a no-op in fp32)."""
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
     @torch.inference_mode()
     def encode_frame(self, rgb: np.ndarray) -> FrameFeatures:
+        with self.precision():
+            return self._encode_frame(rgb)
+
+    def _encode_frame(self, rgb: np.ndarray) -> FrameFeatures:
         pixels = to_pixel_values(rgb, self.image_size, self.device, self.dtype)
         vision = self.model.detector_model.get_vision_features(pixel_values=pixels)
         feats, pos = self.model.get_vision_features_for_tracker(vision_embeds=vision)
@@ -88,6 +100,10 @@ class Sam3Segmenter:
     def detect(self, features: FrameFeatures, instructions: list[str], levels: list[Level]) -> list[Detections]:
         """All instructions in one batched detector pass over the shared vision features, each routed
         through the SAM3-I adapters of its level."""
+        with self.precision():
+            return self._detect(features, instructions, levels)
+
+    def _detect(self, features: FrameFeatures, instructions: list[str], levels: list[Level]) -> list[Detections]:
         data: _Sam3Features = features.data
         n = len(instructions)
         embeds, mask = self._text(list(zip(instructions, levels)))
@@ -177,7 +193,8 @@ class Sam3TrackerMemory:
             prompt = F.interpolate(prompt, size=(size, size), mode="bilinear", align_corners=False) >= 0.5
             self.session.add_mask_inputs(obj_idx, frame, prompt)
         self.session.obj_with_new_inputs = list(masks)
-        self.tracker(inference_session=self.session, frame_idx=frame, run_mem_encoder=True)
+        with self.segmenter.precision():
+            self.tracker(inference_session=self.session, frame_idx=frame, run_mem_encoder=True)
         for obj_id in masks:  # a re-conditioned object's frame becomes one of its conditioning frames
             outputs = self.session.output_dict_per_obj[self.session.obj_id_to_idx(obj_id)]
             if frame in outputs["non_cond_frame_outputs"]:
@@ -188,7 +205,8 @@ class Sam3TrackerMemory:
         frame = self._register_frame(features)
         if not self.session.obj_ids:
             return {}
-        out = self.tracker(inference_session=self.session, frame_idx=frame, run_mem_encoder=True)
+        with self.segmenter.precision():
+            out = self.tracker(inference_session=self.session, frame_idx=frame, run_mem_encoder=True)
         masks = _upsample(out.pred_masks[:, 0], features.height, features.width)  # (N, H, W)
         scores = out.object_score_logits.reshape(-1).sigmoid().float().cpu().numpy()
         return {obj_id: (masks[i], float(scores[i])) for i, obj_id in enumerate(out.object_ids)}

@@ -67,10 +67,18 @@ SMALL = dict(image_size=336, width=256, vit_width=384, vit_layers=6, text_width=
              queries=100)
 
 
-def build_tiny_model(seed: int = TINY_SEED):
-    """(Sam3VideoModel with random weights from `seed`, its tokenizer)."""
+def build_tiny_model(seed: int = TINY_SEED, image_size: int | None = None):
+    """(Sam3VideoModel with random weights from `seed`, its tokenizer). Another `image_size` keeps the
+    same weights (the ViT interpolates its position embeddings)."""
     tokenizer = build_byte_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Sam3VideoModel(tiny_video_config(vocab_size=len(tokenizer)))
+    if image_size is not None and image_size != TINY_IMAGE_SIZE:
+        from samstream.model.loader import set_image_size
+
+        config = set_image_size(model.config, image_size)
+        resized = Sam3VideoModel(config)
+        resized.load_state_dict(model.state_dict())
+        model = resized
     return model.eval(), tokenizer

@@ -41,3 +41,26 @@ def test_missing_folder_and_wrong_model_type(tmp_path):
 def test_unknown_device():
     with pytest.raises(ModelLoadError, match="unknown device"):
         load_segmenter(None, device="tpu9")
+
+
+def test_image_size_override_keeps_weights_and_changes_input(realshort):
+    from samstream.streaming.sources import VideoFileSource
+
+    resized = load_segmenter(None, device="cpu", image_size=168)
+    base = load_segmenter(None, device="cpu")
+    assert resized.info.image_size == 168
+    a, b = resized.model.state_dict(), base.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in b if a[k].shape == b[k].shape)
+    rgb = next(iter(VideoFileSource(realshort))).rgb
+    features = resized.encode_frame(rgb)
+    assert features.data.vision.fpn_hidden_states[0].shape[-1] == 4 * 168 // 14
+    out = resized.detect(features, ["person"], ["concept"])[0]
+    assert out.masks.shape[1:] == (240, 320)
+    with pytest.raises(ModelLoadError, match="multiple of the patch size 14"):
+        load_segmenter(None, device="cpu", image_size=100)
+
+
+def test_half_precision_needs_cuda():
+    with pytest.raises(ModelLoadError, match="precision bf16 needs a CUDA device"):
+        load_segmenter(None, device="cpu", precision="bf16")
+    assert load_segmenter(None, device="cpu", precision="auto").autocast_dtype is None
