@@ -1,0 +1,12 @@
+import torch
+
+from samstream.bench import INSTRUCTION_COUNTS, bench_preset
+
+
+def test_bench_model_reports_every_split():
+    report = bench_preset("tiny", torch.device("cpu"), repeats=1)
+    assert report["image_size"] == 112 and report["vision_ms"] > 0 and report["propagation_frame_ms"] > 0
+    assert set(report["instructions"]) == {str(n) for n in INSTRUCTION_COUNTS}
+    for row in report["instructions"].values():
+        assert row["detector_ms"] > 0 and row["mask_head_ms"] > 0 and row["text_ms_uncached"] > 0
+        assert row["keyframe_ms"] >= report["vision_ms"]
