@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from samstream.errors import ConfigError, SamstreamError, StreamFailed
+from samstream.model.levels import resolve_level
 from samstream.model.segmenter import ModelInfo, Segmenter
 from samstream.settings import WorkerSettings
 from samstream.streaming.connection import connect
@@ -117,8 +118,6 @@ def run_file(
         ingest_thread.join(timeout=30)
 
     error = ended.error if ended else "the worker stopped before the stream ended"
-    from samstream.model.levels import resolve_level
-
     levels = tuple(f"{text!r}={resolve_level(text, level)}" for text in instructions)
     summary = RunSummary(frames, instances, len(track_ids), seconds, segmenter.info, server.kind, out_dir, error,
                          levels)

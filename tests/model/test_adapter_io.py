@@ -31,9 +31,8 @@ def _official_layout(adapters: Sam3IAdapters) -> dict[str, torch.Tensor]:
             new = f"detector.backbone.language_backbone.encoder.transformer.resblocks.{index}.{rest}"
         elif part in ("encoder", "decoder"):
             new = f"detector.transformer.{part}.layers.{index}.{rest}"
-        else:  # mask_embedder.adapter1.layers.0.weight
-            route, tail = rest.split(".", 1) if part != "mask_embedder" else (index, rest)
-            new = f"detector.segmentation_head.mask_predictor_{route}.mask_embed.{tail}"
+        else:  # mask_embedder.adapter1.layers.0.weight: `index` is the route here
+            new = f"detector.segmentation_head.mask_predictor_{index}.mask_embed.{rest}"
         out[new] = value.clone()
     return out
 
