@@ -5,8 +5,9 @@ Where the adapters sit (see ../shared facts in docs/model.md):
   complex). Each is a pre-norm multi-head self-attention plus a pre-norm d->64->d GELU bottleneck, both
   residual. It acts on the residual stream after the block's attention; the block's MLP reads the stream
   from before the adapter (as in SAM3-I), so the block output is `adapter(x) + mlp(ln2(x))`.
-- fusion (DETR) encoder and DETR decoder layers: on the FFN, a residual bottleneck d->64 (LayerNorm, GELU)->d
-  added to the FFN's output; same three routes.
+- fusion (DETR) encoder and DETR decoder layers: on the FFN residual, a bottleneck g: d->64 (LayerNorm, GELU)->d
+  of the stream entering the FFN block, added beside the FFN: `x + g(x) + ffn(x)` (simple: g1; complex:
+  g2(g12(x)), the chain feeding one bottleneck's output into the next, as SAM3-I does).
 - mask head: `adapter1` / `adapter2` copies of the mask embedder (SAM3's mask predictor), one per route,
   initialised from the original.
 Routing per prompt: concept -> bypass (output identical to SAM3), simple -> adapter1,
@@ -63,7 +64,7 @@ class TextAdapter(nn.Module):
 
 
 class FfnAdapter(nn.Module):
-    """g(x) = up(gelu(norm(down(x)))), added beside the FFN."""
+    """g(x) = up(gelu(norm(down(x)))), added to the FFN's residual (no skip of its own)."""
 
     def __init__(self, width: int, config: AdapterConfig) -> None:
         super().__init__()
@@ -113,6 +114,7 @@ class Sam3I:
         self.adapters = adapters
         self._routes: torch.Tensor | None = None  # (B,) route per prompt in the current call
         self._text_stream: dict[int, torch.Tensor] = {}
+        self._ffn_stream: dict[int, torch.Tensor] = {}  # encoder layers: the stream before their pre-norm
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._attach()
 
@@ -130,6 +132,7 @@ class Sam3I:
         finally:
             self._routes = None
             self._text_stream.clear()
+            self._ffn_stream.clear()
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -142,10 +145,13 @@ class Sam3I:
         for i, layer in enumerate(d.text_encoder.text_model.encoder.layers):
             self._handles.append(layer.layer_norm2.register_forward_pre_hook(self._remember_text_stream(i)))
             self._handles.append(layer.register_forward_hook(self._text_hook(i)))
+        # The adapters read the residual stream entering the FFN block: in the (pre-norm) encoder that is the
+        # input of layer_norm3, in the (post-norm) decoder the FFN's own input.
         for i, layer in enumerate(d.detr_encoder.layers):
-            self._handles.append(layer.mlp.register_forward_hook(self._ffn_hook(self.adapters.encoder[i])))
+            self._handles.append(layer.layer_norm3.register_forward_pre_hook(self._remember_ffn_stream(i)))
+            self._handles.append(layer.mlp.register_forward_hook(self._ffn_hook(self.adapters.encoder[i], i)))
         for i, layer in enumerate(d.detr_decoder.layers):
-            self._handles.append(layer.mlp.register_forward_hook(self._ffn_hook(self.adapters.decoder[i])))
+            self._handles.append(layer.mlp.register_forward_hook(self._ffn_hook(self.adapters.decoder[i], None)))
         self._handles.append(d.mask_decoder.mask_embedder.register_forward_hook(self._mask_hook))
 
     def _active(self, batch: int) -> torch.Tensor | None:
@@ -182,19 +188,25 @@ class Sam3I:
 
         return hook
 
-    def _ffn_hook(self, adapters: nn.ModuleDict):
+    def _remember_ffn_stream(self, index: int):
+        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            if self._routes is not None:
+                self._ffn_stream[index] = args[0]
+
+        return hook
+
+    def _ffn_hook(self, adapters: nn.ModuleDict, stream_index: int | None):
         def hook(_module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
             routes = self._active(output.shape[0])
             if routes is None:
                 return None
-            x = args[0]
+            x = args[0] if stream_index is None else self._ffn_stream.pop(stream_index)
             out = output.clone()
             for route, rows in _route_rows(routes):
                 if route == 1:
                     delta = adapters["adapter1"](x[rows])
                 else:
-                    first = adapters["adapter12"](x[rows])
-                    delta = first + adapters["adapter2"](x[rows] + first)
+                    delta = adapters["adapter2"](adapters["adapter12"](x[rows]))
                 out[rows] = output[rows] + delta
             return out
 

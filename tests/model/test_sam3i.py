@@ -124,3 +124,25 @@ def test_results_report_the_level(realshort, tiny_segmenter):
         out = session.update(frame.rgb)
         seen.update(zip(out.instructions, out.levels))
     assert seen <= {("person", "concept"), ("the person on the left", "simple")} and seen
+
+
+def test_ffn_adapter_reads_the_stream_entering_the_ffn_block(detector_and_inputs):
+    """In a (pre-norm) encoder layer the adapter reads the stream before layer_norm3, not the FFN's input."""
+    detector, _, _ = detector_and_inputs
+    adapters = Sam3IAdapters.fresh(detector)
+    with torch.no_grad():
+        for p in adapters.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    layer = detector.detr_encoder.layers[-1]
+    stream = torch.randn(2, 10, layer.layer_norm3.normalized_shape[0])
+    sam3i = Sam3I(detector, adapters)
+    try:
+        with torch.no_grad():
+            plain = layer.mlp(layer.layer_norm3(stream))
+            with sam3i.routing(["simple", "complex"]):
+                routed = layer.mlp(layer.layer_norm3(stream))  # hooks fire as inside the layer's forward
+            g = adapters.encoder[-1]
+            expected = torch.stack([g["adapter1"](stream[0]), g["adapter2"](g["adapter12"](stream[1]))])
+    finally:
+        sam3i.detach()
+    assert torch.allclose(routed - plain, expected, atol=1e-5)
