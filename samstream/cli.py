@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("src", help="official checkpoint (.pt/.pth or .safetensors)")
     convert.add_argument("dst", help="adapter file to write (e.g. MODEL_DIR/sam3i_adapters.safetensors)")
     convert.add_argument("--model", help="the base SAM3 model the adapters are for (default: built-in tiny model)")
+    convert.add_argument("--text-heads", type=_positive_int, default=4,
+                         help="attention heads of the text adapters in that checkpoint (SAM3-I paper: 4)")
 
     bench = sub.add_parser("bench", help="benchmarks (results as JSON; see docs/benchmarks.md)")
     bench.add_argument("what", choices=["model"])
@@ -200,10 +202,12 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from samstream.model.adapter_io import convert_checkpoint
+    from samstream.model.sam3i import AdapterConfig
     from samstream.model.loader import load_segmenter
 
     segmenter = load_segmenter(args.model, device="cpu")
-    count = convert_checkpoint(args.src, args.dst, segmenter.model.detector_model)
+    config = AdapterConfig(text_heads=args.text_heads)
+    count = convert_checkpoint(args.src, args.dst, segmenter.model.detector_model, config)
     print(f"samstream convert-checkpoint: {count} adapter tensors written to {args.dst}")
     return 0
 
