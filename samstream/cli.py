@@ -40,7 +40,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="samstream", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="samstream",
+        description="Segment and track, in live and recorded video, exactly what an instruction describes.",
+        epilog="Errors print one line and exit 1; usage errors exit 2. Docs: README.md and docs/.",
+    )
     parser.add_argument("--version", action="version", version=f"samstream {__version__}")
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
     sub = parser.add_subparsers(dest="command", required=True)
