@@ -226,6 +226,10 @@ class Sam3TrackerMemory:
     def _release_old(self) -> None:
         horizon = self.frame_index - self.window
         for outputs in self.session.output_dict_per_obj.values():
+            for kind in ("non_cond_frame_outputs", "cond_frame_outputs"):
+                for frame, out in outputs[kind].items():
+                    if frame < self.frame_index:
+                        out.pop("high_res_masks", None)  # image-size masks, only read within their own frame
             for frame in [f for f in outputs["non_cond_frame_outputs"] if f < horizon]:
                 del outputs["non_cond_frame_outputs"][frame]
             cond = sorted(outputs["cond_frame_outputs"])
