@@ -31,7 +31,7 @@ def count_frames(path):
 def test_run_on_a_real_clip(realshort, tmp_path):
     done = samstream("run", realshort, "--instruction", "the person", "--out", tmp_path / "out", "--quiet")
     assert done.returncode == 0, done.stderr
-    assert "36 frames" in done.stdout and "UNTRAINED" in done.stdout and "'the person'=simple" in done.stdout
+    assert "36 frames" in done.stdout and "UNTRAINED" in done.stdout and "'the person'=concept" in done.stdout
     results = read_results(tmp_path / "out/results.jsonl")
     assert [r.frame for r in results] == list(range(36))
     assert all(b.pts > a.pts for a, b in zip(results, results[1:]))
@@ -39,7 +39,7 @@ def test_run_on_a_real_clip(realshort, tmp_path):
     for result in results:
         masks, _, _ = from_frame_result(result)
         assert all(m.shape == (240, 320) for m in masks)
-        assert all(inst.instruction == "the person" and inst.level == "simple" for inst in result.instances)
+        assert all(inst.instruction == "the person" and inst.level == "concept" for inst in result.instances)
     # ids are stable where masks overlap from one frame to the next
     checked = 0
     for prev, cur in zip(results, results[1:]):

@@ -11,9 +11,9 @@ The rules, in order (documented in docs/model.md, tested in tests/model/test_lev
    "something", "anything", "the one that", "the thing", "whatever", "objects that" ...), or contains a modal /
    purpose / prediction cue ("could", "can be", "might", "likely", "about to", "used to", "used for",
    "in order to", "able to", "going to");
-2. simple if it contains a determiner, relation, position, order, count or clause word ("the", "that",
-   "left", "behind", "largest", "two", "with", "in", "wearing" ...) or has more than four words;
-3. concept otherwise.
+2. simple if, after a leading article, it contains a relation, position, order, count or clause word
+   ("that", "left", "behind", "largest", "two", "with", "in", "wearing" ...) or has more than four words;
+3. concept otherwise (a noun phrase with or without an article and adjectives: "the bird", "a red car").
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ _COMPLEX_CUES = re.compile(
     r"\b(could|can be|might|would|should|likely|about to|used to|used for|in order to|able to|"
     r"going to|meant for|designed to|suitable for|needed to|need to|helps?|odd one out|for \w+ing)\b"
 )
+_LEADING_ARTICLE = re.compile(r"^(the|a|an)\s+")
 _SIMPLE_CUES = re.compile(
-    r"\b(the|a|an|that|which|who|with|without|in|on|at|of|near|next|behind|front|above|below|under|over|"
+    r"\b(that|which|who|with|without|in|on|at|of|near|next|behind|front|above|below|under|over|"
     r"between|beside|left|right|top|bottom|middle|center|centre|far|closest|nearest|largest|smallest|"
     r"biggest|tallest|shortest|first|second|third|last|one|two|three|four|five|several|all|both|each|"
     r"every|wearing|holding|carrying|sitting|standing|walking|running|riding|is|are|than|more|most|less)\b"
@@ -47,6 +48,7 @@ def classify_level(instruction: str) -> Level:
     text = " ".join(instruction.lower().split())
     if _COMPLEX_HEADS.search(text) or _COMPLEX_CUES.search(text):
         return "complex"
+    text = _LEADING_ARTICLE.sub("", text)
     if _SIMPLE_CUES.search(text) or len(text.split()) > 4:
         return "simple"
     return "concept"
