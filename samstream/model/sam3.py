@@ -162,7 +162,7 @@ class Sam3TrackerMemory:
             inference_device=self.segmenter.device, inference_state_device=self.segmenter.device,
             video_storage_device="cpu", dtype=self.segmenter.dtype,
         )
-        self.session.processed_frames = {}
+        self.session.processed_frames = _FrameCount()
         self.session.obj_with_new_inputs = []
         self.frame_index = -1
         self._current: FrameFeatures | None = None  # the frame last registered (held, so `is` is reliable)
@@ -171,8 +171,8 @@ class Sam3TrackerMemory:
         if self._current is not features:
             self.frame_index += 1
             self._current = features
-            # The tracker reads the number of processed frames as the video length: keep a key per frame,
-            # never the pixels (features are cached instead).
+            # The tracker reads the number of processed frames as the video length; pixels are never needed
+            # (features are cached), so only the count is kept.
             self.session.processed_frames[self.frame_index] = None
             data: _Sam3Features = features.data
             self.session.cache.cache_vision_features(
@@ -241,6 +241,17 @@ class Sam3TrackerMemory:
                 for frame in [f for f in frames if f < horizon]:
                     del frames[frame]
 
+    def stored_entries(self) -> int:
+        """Everything this memory holds per frame or per object, counted: flat once the window is full."""
+        session = self.session
+        per_object = (session.output_dict_per_obj, session.mask_inputs_per_obj, session.point_inputs_per_obj,
+                      session.frames_tracked_per_obj)
+        total = len(session.cache._vision_features) + dict.__len__(session.processed_frames)
+        for table in per_object:
+            for entry in table.values():
+                total += sum(len(v) for v in entry.values()) if table is session.output_dict_per_obj else len(entry)
+        return total
+
     def __len__(self) -> int:
         """Frames whose outputs are still held for some object."""
         held: set[int] = set()
@@ -248,6 +259,21 @@ class Sam3TrackerMemory:
             held.update(outputs["non_cond_frame_outputs"])
             held.update(outputs["cond_frame_outputs"])
         return len(held)
+
+
+class _FrameCount(dict):
+    """Stands in for the session's `processed_frames`: transformers only takes its len() (the number of frames
+    seen), so it counts frames and stores nothing; an endless stream costs no memory here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._count = 0
+
+    def __setitem__(self, frame: int, _value: object) -> None:
+        self._count = max(self._count, frame + 1)
+
+    def __len__(self) -> int:
+        return self._count
 
 
 def _upsample(mask_logits: torch.Tensor, height: int, width: int) -> np.ndarray:

@@ -48,3 +48,27 @@ def test_instances_are_per_instruction(realshort, tiny_segmenter):
     assert {s for o in out for s in o.instructions} == {"person", "tree"}
     ids = np.concatenate([o.ids for o in out])
     assert len(set(ids.tolist())) == len({(i, s) for o in out for i, s in zip(o.ids, o.instructions)})
+
+
+def test_endless_stream_keeps_constant_state(tiny_segmenter):
+    """Thousands of frames: the session and its tracker memory hold at most the window, and their size is
+    flat once the window has filled."""
+    height, width = 48, 64
+    session = TrackingSession(tiny_segmenter, ["square"], TrackerConfig(keyframe_every=5))
+    window = session.memory.window + session.memory.max_cond_frames
+    sizes = []
+    for i in range(1500):
+        rgb = np.full((height, width, 3), 30, np.uint8)
+        x = 5 + (i * 3) % (width - 20)
+        rgb[10:30, x:x + 15] = (230, 60, 60)
+        session.update(rgb)
+        if i >= 100 and i % 50 == 0:
+            memory = session.memory
+            assert len(memory) <= window + 1
+            sizes.append((memory.stored_entries(), len(memory.session.obj_ids)))
+    assert len(session.memory.session.processed_frames) == session.memory.frame_index + 1  # the count goes on
+    # per tracked object, at most a window of outputs, inputs and tracked-frame marks, whatever the length
+    per_object = [entries / max(1, objects) for entries, objects in sizes]
+    assert max(per_object) <= 3 * (window + 1) + 2, per_object
+    early, late = per_object[: len(per_object) // 2], per_object[len(per_object) // 2 :]
+    assert max(late) <= max(early) + 1e-9, (early, late)  # no growth after warm-up
