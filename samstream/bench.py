@@ -143,3 +143,70 @@ def bench_model(device: str = "auto", full: bool = False, repeats: int = 5) -> d
         "frame": "1280x720",
         "results": results,
     }
+
+
+OBJECT_COUNTS = (1, 4, 16)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def bench_tracker(device: str = "auto", frames: int = 10_000, repeats: int = 5) -> dict:
+    """Per-frame tracker cost by object count, keyframe vs not, and resident memory over an endless stream
+    (built-in tiny model; 1280x720 frames for the costs, 64x48 frames for the long run)."""
+    from samstream.tracker.session import TrackerConfig, TrackingSession
+
+    torch_device = resolve_device(device)
+    seg = _segmenter("tiny", torch_device)
+    frame = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), dtype=np.uint8)
+    h, w = frame.shape[:2]
+    costs = {}
+    with torch.inference_mode():
+        vision_ms = _median_ms(lambda: seg.encode_frame(frame), repeats, torch_device)
+        for n in OBJECT_COUNTS:
+            memory = seg.new_memory()
+            masks = {}
+            for i in range(n):
+                mask = np.zeros((h, w), dtype=bool)
+                row, col = divmod(i, 4)
+                mask[20 + 170 * row: 150 + 170 * row, 20 + 310 * col: 300 + 310 * col] = True
+                masks[i + 1] = mask
+            memory.condition(seg.encode_frame(frame), masks)
+            propagate_ms = _median_ms(lambda: memory.propagate(seg.encode_frame(frame)), repeats, torch_device)
+
+            def keyframe() -> None:
+                features = seg.encode_frame(frame)
+                memory.propagate(features)
+                seg.detect(features, ["object"], ["concept"])
+                memory.condition(features, {1: masks[1]})
+
+            keyframe_ms = _median_ms(keyframe, repeats, torch_device)
+            costs[str(n)] = {"non_keyframe_ms": propagate_ms, "keyframe_ms": keyframe_ms}
+    ratio = round(costs[str(OBJECT_COUNTS[-1])]["non_keyframe_ms"] / costs["1"]["non_keyframe_ms"], 2)
+
+    session = TrackingSession(seg, ["square"], TrackerConfig(keyframe_every=5))
+    rss, warmup = [], min(1000, frames // 5)
+    for i in range(frames):
+        small = np.full((48, 64, 3), 30, np.uint8)
+        x = 5 + (i * 3) % 44
+        small[10:30, x:x + 15] = (230, 60, 60)
+        session.update(small)
+        if i + 1 >= warmup and (i + 1) % max(1, frames // 20) == 0:
+            rss.append(round(_rss_mb(), 1))
+    growth = round(100 * (max(rss) - rss[0]) / rss[0], 2) if rss else None
+    return {
+        "benchmark": "tracker",
+        "device": str(torch_device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "frame": "1280x720",
+        "vision_ms": vision_ms,
+        "objects": costs,
+        "ratio_16_vs_1_objects": ratio,
+        "long_run": {"frames": frames, "warmup_frames": warmup, "rss_mb_samples": rss,
+                     "rss_growth_after_warmup_pct": growth},
+    }

@@ -93,10 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="attention heads of the text adapters in that checkpoint (SAM3-I paper: 4)")
 
     bench = sub.add_parser("bench", help="benchmarks (results as JSON; see docs/benchmarks.md)")
-    bench.add_argument("what", choices=["model"])
+    bench.add_argument("what", choices=["model", "tracker"])
     bench.add_argument("--full", action="store_true", help="also the full-size SAM3 configuration (random weights)")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--repeats", type=_positive_int, default=5)
+    bench.add_argument("--frames", type=_positive_int, default=10_000, help="tracker: length of the long run")
     bench.add_argument("--out", help="write the JSON here too")
     return parser
 
@@ -219,9 +220,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from samstream.bench import bench_model
+    from samstream.bench import bench_model, bench_tracker
 
-    report = bench_model(device=args.device, full=args.full, repeats=args.repeats)
+    if args.what == "tracker":
+        report = bench_tracker(device=args.device, frames=args.frames, repeats=args.repeats)
+    else:
+        report = bench_model(device=args.device, full=args.full, repeats=args.repeats)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -10,3 +10,13 @@ def test_bench_model_reports_every_split():
     for row in report["instructions"].values():
         assert row["detector_ms"] > 0 and row["mask_head_ms"] > 0 and row["text_ms_uncached"] > 0
         assert row["keyframe_ms"] >= report["vision_ms"]
+
+
+def test_bench_tracker_reports_costs_and_memory():
+    from samstream.bench import OBJECT_COUNTS, bench_tracker
+
+    report = bench_tracker(device="cpu", frames=60, repeats=1)
+    assert set(report["objects"]) == {str(n) for n in OBJECT_COUNTS}
+    assert all(row["keyframe_ms"] > 0 and row["non_keyframe_ms"] > 0 for row in report["objects"].values())
+    assert report["ratio_16_vs_1_objects"] > 0
+    assert report["long_run"]["rss_mb_samples"] and report["long_run"]["rss_growth_after_warmup_pct"] is not None
