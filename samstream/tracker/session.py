@@ -32,10 +32,11 @@ class TrackerConfig:
     detection_threshold: float | None = None  # None: the model's recommended threshold (SAM3: 0.5)
     birth_threshold: float | None = None  # a new track needs this score; None: the model's (SAM3: 0.7)
     birth_max_iou: float = 0.1  # ...and IoU below this with every track (SAM3: 0.1)
-    match_iou: float = 0.5  # a detection continues a track at IoU >= this (SAM3: 0.5)
+    match_iou: float = 0.1  # a detection may continue a track at IoU >= this (SAM3's assoc_iou_thresh: 0.1)
     max_missed_frames: int = 30  # keep-alive of unmatched tracks (SAM3: 30)
-    recondition_score: float = 0.8  # re-seed memory from a matched detection this confident... (SAM3: 0.8)
-    recondition_iou: float = 0.8  # ...and this close to the propagated mask (SAM3: 0.8)
+    recondition_score: float = 0.8  # a matched detection this confident re-seeds the memory... (SAM3: 0.8)
+    recondition_iou: float = 0.8  # ...at once when the propagated mask drifted below this IoU with it
+    recondition_every: int = 16  # ...and at least this often when they agree (SAM3: every 16 frames)
     min_hits_confirmed: int = 2  # matched keyframes before a track is reported `confirmed`
     duplicate_iou: float = 0.7  # two tracks of one instruction this alike are one object: the younger goes
 
@@ -53,6 +54,7 @@ class Track:
     hits: int = 1
     last_matched_frame: int = 0
     seen_this_frame: bool = True
+    last_conditioned_frame: int = 0
 
     @property
     def empty(self) -> bool:
@@ -146,9 +148,11 @@ class TrackingSession:
                 track.hits += 1
                 track.last_matched_frame = frame
                 confident = scores[d_index] >= self.config.recondition_score
-                agrees = iou[t_index, d_index] >= self.config.recondition_iou
-                if (confident and agrees) or not track.seen_this_frame:
-                    condition[track.id] = masks[d_index]  # refresh the memory from a clean detection
+                drifted = iou[t_index, d_index] < self.config.recondition_iou
+                due = frame - track.last_conditioned_frame >= self.config.recondition_every
+                if not track.seen_this_frame or (confident and (drifted or due)):
+                    condition[track.id] = masks[d_index]  # correct drift / refresh the memory from a detection
+                    track.last_conditioned_frame = frame
                 track.mask, track.score, track.seen_this_frame = masks[d_index], float(scores[d_index]), True
             for d_index in unmatched_dets:
                 if scores[d_index] < self.birth_threshold:
@@ -188,7 +192,7 @@ class TrackingSession:
 
     def _new_track(self, instruction: str, mask: np.ndarray, score: float, frame: int) -> Track:
         track = Track(id=self._counters.next_id, instruction=instruction, mask=mask, score=score,
-                      last_matched_frame=frame)
+                      last_matched_frame=frame, last_conditioned_frame=frame)
         self._counters.next_id += 1
         self.tracks[track.id] = track
         return track
