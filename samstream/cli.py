@@ -154,6 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from samstream.settings import WorkerSettings
+    from samstream.streaming.connection import connect
     from samstream.workers.worker import serve
 
     if args.lease_ttl <= 0:
@@ -161,11 +162,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = WorkerSettings(redis_url=args.redis, model=args.model, device=args.device,
                               keyframe_every=args.keyframe_every, lease_ttl_s=args.lease_ttl,
                               max_streams=args.max_streams, exit_when_idle_s=args.exit_when_idle)
-    from samstream.streaming.connection import connect
-
-    connect(settings.redis_url, settings.backoff)  # fail fast, before loading a model
-    segmenter = _load(args)
-    worker = serve(settings, segmenter)
+    client = connect(settings.redis_url, settings.backoff)  # fail fast, before loading a model
+    worker = serve(settings, client, _load(args))
     logging.getLogger(__name__).info("worker stopped after %d frames", worker.frames_processed)
     return 0
 

@@ -78,14 +78,3 @@ class Instances:
     def frame_size(self) -> tuple[int, int]:
         """(height, width) of the frame the masks belong to."""
         return self.masks.shape[1], self.masks.shape[2]
-
-    def boxes_xywh(self) -> np.ndarray:
-        """(N, 4) float32 tight boxes around each mask as [x, y, w, h] in pixels (zeros for empty masks)."""
-        boxes = np.zeros((len(self), 4), dtype=np.float32)
-        for i, mask in enumerate(self.masks):
-            ys = np.flatnonzero(mask.any(axis=1))
-            if ys.size == 0:
-                continue
-            xs = np.flatnonzero(mask.any(axis=0))
-            boxes[i] = (xs[0], ys[0], xs[-1] + 1 - xs[0], ys[-1] + 1 - ys[0])
-        return boxes

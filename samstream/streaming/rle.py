@@ -9,12 +9,15 @@ from samstream.instances import Instances
 from samstream.streaming.messages import FrameResult, InstanceResult, RleMask
 
 
-def encode_masks(masks: np.ndarray) -> list[RleMask]:
-    """(N, H, W) bool -> N compressed RLEs."""
+def _coco_rles(masks: np.ndarray) -> list[dict]:
     if len(masks) == 0:
         return []
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    return [RleMask(size=tuple(r["size"]), counts=r["counts"].decode("ascii")) for r in rles]
+    return mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+
+
+def encode_masks(masks: np.ndarray) -> list[RleMask]:
+    """(N, H, W) bool -> N compressed RLEs."""
+    return [RleMask(size=tuple(r["size"]), counts=r["counts"].decode("ascii")) for r in _coco_rles(masks)]
 
 
 def decode_mask(rle: RleMask) -> np.ndarray:
@@ -23,8 +26,9 @@ def decode_mask(rle: RleMask) -> np.ndarray:
 
 
 def to_frame_result(stream: str, frame: int, pts: float, instances: Instances) -> FrameResult:
-    rles = encode_masks(instances.masks)
-    boxes = instances.boxes_xywh()
+    coco = _coco_rles(instances.masks)
+    rles = [RleMask(size=tuple(r["size"]), counts=r["counts"].decode("ascii")) for r in coco]
+    boxes = mask_utils.toBbox(coco) if coco else np.zeros((0, 4))  # tight [x, y, w, h] per mask
     return FrameResult(
         stream=stream,
         frame=frame,

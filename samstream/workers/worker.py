@@ -16,7 +16,7 @@ import redis
 
 from samstream.model.segmenter import Segmenter
 from samstream.settings import WorkerSettings
-from samstream.streaming.connection import RedisClient, connect, redacted
+from samstream.streaming.connection import RedisClient, redacted
 from samstream.streaming.keys import REGISTRY_KEY, worker_heartbeat_key
 from samstream.streaming.transport import StreamConsumer, StreamLease, load_spec
 from samstream.tracker.session import TrackerConfig
@@ -171,9 +171,10 @@ class Worker:
                 log.warning("heartbeat failed (%s)", e)
 
 
-def serve(settings: WorkerSettings, segmenter: Segmenter, install_signals: bool = True) -> Worker:
-    """Connect, then run a worker until stopped. Returns the stopped worker (for its counters)."""
-    client = connect(settings.redis_url, settings.backoff)
+def serve(
+    settings: WorkerSettings, client: RedisClient, segmenter: Segmenter, install_signals: bool = True
+) -> Worker:
+    """Run a worker until stopped. Returns the stopped worker (for its counters)."""
     worker = Worker(settings, client, segmenter)
     if install_signals:
         worker.install_signal_handlers()
