@@ -9,7 +9,12 @@ from collections.abc import Sequence
 
 from samstream import __version__
 from samstream.errors import ConfigError, SamstreamError, StreamFailed
-from samstream.settings import DEFAULT_KEYFRAME_EVERY, DEFAULT_LEASE_TTL_S, DEFAULT_MAX_STREAMS
+from samstream.settings import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_KEYFRAME_EVERY,
+    DEFAULT_LEASE_TTL_S,
+    DEFAULT_MAX_STREAMS,
+)
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -63,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--redis", required=True, help="redis://, rediss://, unix:// or redis+cluster:// URL")
     worker.add_argument("--lease-ttl", type=float, default=DEFAULT_LEASE_TTL_S,
                         help="seconds before a dead worker's streams move elsewhere")
-    worker.add_argument("--max-streams", type=_positive_int, default=DEFAULT_MAX_STREAMS)
+    worker.add_argument("--max-streams", type=_positive_int, default=DEFAULT_MAX_STREAMS,
+                        help="streams held at once (their frames are batched through the tracker together)")
+    worker.add_argument("--checkpoint-every", type=_positive_int, default=DEFAULT_CHECKPOINT_EVERY, metavar="N",
+                        help="frames between tracking-session checkpoints in Redis (ids survive failover)")
     worker.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
                         help="exit after this long with no stream (batch jobs)")
     _add_model_options(worker)
@@ -161,7 +169,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise ConfigError(f"--lease-ttl must be positive, got {args.lease_ttl}")
     settings = WorkerSettings(redis_url=args.redis, model=args.model, device=args.device,
                               keyframe_every=args.keyframe_every, lease_ttl_s=args.lease_ttl,
-                              max_streams=args.max_streams, exit_when_idle_s=args.exit_when_idle)
+                              max_streams=args.max_streams, checkpoint_every=args.checkpoint_every,
+                              exit_when_idle_s=args.exit_when_idle)
     client = connect(settings.redis_url, settings.backoff)  # fail fast, before loading a model
     worker = serve(settings, client, _load(args))
     logging.getLogger(__name__).info("worker stopped after %d frames", worker.frames_processed)

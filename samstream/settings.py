@@ -13,6 +13,7 @@ from samstream.streaming.transport import DEFAULT_MAX_BACKLOG, DEFAULT_RESULTS_M
 DEFAULT_KEYFRAME_EVERY = 5  # detector pass every K frames; memory propagation in between
 DEFAULT_LEASE_TTL_S = 10.0  # a dead worker's streams move to another worker after this long
 DEFAULT_MAX_STREAMS = 4  # streams one worker holds at once
+DEFAULT_CHECKPOINT_EVERY = 10  # frames between full tracking-session checkpoints (counters go every frame)
 
 
 def new_worker_id() -> str:
@@ -27,6 +28,7 @@ class WorkerSettings:
     keyframe_every: int = DEFAULT_KEYFRAME_EVERY
     lease_ttl_s: float = DEFAULT_LEASE_TTL_S
     max_streams: int = DEFAULT_MAX_STREAMS
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
     results_maxlen: int = DEFAULT_RESULTS_MAXLEN
     backoff: Backoff = Backoff()
     worker_id: str = field(default_factory=new_worker_id)

@@ -1,11 +1,9 @@
 """`samstream run` end to end on real clips, and its answers to bad input."""
 
-import json
 import subprocess
 import sys
 
 import av
-import numpy as np
 import pytest
 
 from samstream.masks import mask_iou

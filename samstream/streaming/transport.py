@@ -36,13 +36,15 @@ PAYLOAD_FIELD = b"d"
 DEFAULT_MAX_BACKLOG = 64  # frames waiting in Redis before a file publisher pauses
 DEFAULT_RESULTS_MAXLEN = 10_000  # results kept per stream (approximate trim); readers must keep up
 
-# KEYS: lease, frames, results, state. ARGV: worker id, group, entry id, result json, results maxlen, state.
+# KEYS: lease, frames, results, state (a hash). ARGV: worker id, group, entry id, result json, results maxlen,
+# session blob ('' = keep the last one), frames seen ('' = no counters), next track id.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'm', ARGV[4])
 redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
 redis.call('XDEL', KEYS[2], ARGV[3])
-if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[4], 'frames', ARGV[7], 'next_id', ARGV[8]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], 'session', ARGV[6]) end
 return 1
 """
 # KEYS: lease. ARGV: worker id, ttl ms.
@@ -54,6 +56,17 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a worker saves with a frame's result: the tracking session every N frames (`session`, else None:
+    the last one stands) and, every frame, the counters that must never go back (so a stream resumed from an
+    older session never reuses a track id or a frame number)."""
+
+    session: bytes | None
+    frames_seen: int
+    next_id: int
 
 
 def load_spec(client: RedisClient, stream: str) -> StreamSpec:
@@ -208,17 +221,27 @@ class StreamConsumer:
             return EndEntry(entry_id, message)
         return FrameEntry(entry_id, message, fields[PAYLOAD_FIELD])
 
-    def commit(self, entry_id: bytes, result: FrameResult | StreamEnded, state: bytes = b"") -> bool:
-        """Write the result, acknowledge and delete the frame, save state: all or nothing.
+    def commit(self, entry_id: bytes, result: FrameResult | StreamEnded, checkpoint: Checkpoint | None = None) -> bool:
+        """Write the result, acknowledge and delete the frame, save the checkpoint: all or nothing.
 
         Returns False (and writes nothing) when this worker no longer holds the lease.
         """
         keys = [self.keys.lease, self.keys.frames, self.keys.results, self.keys.state]
-        args = [self.worker_id, WORKER_GROUP, entry_id, result.model_dump_json(), self.results_maxlen, state]
+        args = [self.worker_id, WORKER_GROUP, entry_id, result.model_dump_json(), self.results_maxlen]
+        if checkpoint is None:
+            args += ["", "", ""]
+        else:
+            args += [checkpoint.session or "", checkpoint.frames_seen, checkpoint.next_id]
         return bool(self._commit(keys=keys, args=args))
 
-    def load_state(self) -> bytes | None:
-        return self.client.get(self.keys.state)
+    def load_state(self) -> Checkpoint | None:
+        """The stream's last checkpoint: counters as of the last committed frame, the session as of the last
+        full save (None before the first)."""
+        state = self.client.hgetall(self.keys.state)
+        if not state or b"frames" not in state:
+            return None
+        return Checkpoint(session=state.get(b"session"), frames_seen=int(state[b"frames"]),
+                          next_id=int(state[b"next_id"]))
 
     def has_ended(self) -> bool:
         last = self.client.xrevrange(self.keys.results, count=1)

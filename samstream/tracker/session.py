@@ -11,7 +11,7 @@ Policy (SAM3's video defaults where it has them; docs/tracker.md):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import lap
 import numpy as np
@@ -106,17 +106,24 @@ class TrackingSession:
 
     # -- one frame ---------------------------------------------------------------------------------------
     def update(self, rgb: np.ndarray) -> Instances:
+        return update_sessions([(self, rgb)])[0]
+
+    def _begin(self, rgb: np.ndarray) -> tuple[FrameFeatures, bool]:
+        """Encode the frame; returns (features, whether tracked objects propagate now)."""
         features = self.segmenter.encode_frame(rgb)
-        frame = self._counters.frames_seen
         for track in self.tracks.values():
             track.seen_this_frame = False
+        return features, bool(self.tracks) and not self._reseed
+
+    def _finish(self, features: FrameFeatures, propagated: dict[int, tuple[np.ndarray, float]] | None) -> Instances:
+        frame = self._counters.frames_seen
         reseeding, self._reseed = self._reseed, False
         if reseeding:  # after restore(): the last masks seed the memory and stand for this frame
             self.memory.condition(features, {t.id: t.mask for t in self.tracks.values() if not t.empty})
             for track in self.tracks.values():
                 track.seen_this_frame = not track.empty
-        elif self.tracks:
-            self._apply_propagation(self.memory.propagate(features))
+        elif propagated is not None:
+            self._apply_propagation(propagated)
         if reseeding or self._is_keyframe(frame):
             self._counters.keyframes += 1
             detections = self.segmenter.detect(features, self.instructions, self.levels)
@@ -229,8 +236,22 @@ class TrackingSession:
         }
         return json.dumps(state, separators=(",", ":")).encode()
 
-    def restore(self, blob: bytes) -> None:
-        """Continue from `state_dict()` output: same ids; the memory is re-seeded from the last masks."""
+    @property
+    def next_id(self) -> int:
+        return self._counters.next_id
+
+    def restore(self, blob: bytes | None, frames_seen: int | None = None, next_id: int | None = None) -> None:
+        """Continue from `state_dict()` output: same ids; the memory is re-seeded from the last masks.
+        `frames_seen` / `next_id`: counters saved after the blob (a checkpoint is written every N frames, the
+        counters every frame); they win when ahead, so ids are never reused. No blob: counters only."""
+        if blob is None:
+            self._counters = _Counters(frames_seen or 0, next_id or 1, 0)
+            return
+        self._restore(blob)
+        self._counters.frames_seen = max(self._counters.frames_seen, frames_seen or 0)
+        self._counters.next_id = max(self._counters.next_id, next_id or 0)
+
+    def _restore(self, blob: bytes) -> None:
         state = json.loads(blob)
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"tracking state version {state.get('version')} is not {STATE_VERSION}")
@@ -244,6 +265,23 @@ class TrackingSession:
                                          t["last_matched_frame"], seen_this_frame=False)
         self.memory = self.segmenter.new_memory()
         self._reseed = bool(self.tracks)
+
+
+def update_sessions(items: list[tuple[TrackingSession, np.ndarray]]) -> list[Instances]:
+    """One frame for each of several sessions (streams) on one segmenter: their tracked objects propagate in
+    one batched tracker call where the segmenter can batch across streams. Same results as `update` each."""
+    if not items:
+        return []
+    begun = [session._begin(rgb) for session, rgb in items]
+    requests = [(session.memory, features) for (session, _), (features, propagates) in zip(items, begun) if propagates]
+    segmenter = items[0][0].segmenter
+    batched = getattr(segmenter, "propagate_streams", None)
+    if batched is not None and all(session.segmenter is segmenter for session, _ in items):
+        results = iter(batched(requests))
+    else:
+        results = iter([memory.propagate(features) for memory, features in requests])
+    return [session._finish(features, next(results) if propagates else None)
+            for (session, _), (features, propagates) in zip(items, begun)]
 
 
 def _hungarian(iou: np.ndarray, min_iou: float) -> tuple[list[tuple[int, int]], list[int]]:

@@ -6,9 +6,10 @@ import logging
 
 from samstream.instances import Instances
 from samstream.model.segmenter import Segmenter
+from samstream.settings import DEFAULT_CHECKPOINT_EVERY
 from samstream.streaming.messages import StreamEnded, StreamSpec
 from samstream.streaming.rle import to_frame_result
-from samstream.streaming.transport import EndEntry, FrameEntry, StreamConsumer, StreamLease
+from samstream.streaming.transport import Checkpoint, EndEntry, FrameEntry, StreamConsumer, StreamLease
 from samstream.tracker.session import TrackerConfig, TrackingSession
 
 log = logging.getLogger(__name__)
@@ -26,48 +27,48 @@ class StreamTask:
         consumer: StreamConsumer,
         segmenter: Segmenter,
         tracker_config: TrackerConfig,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     ) -> None:
         self.spec = spec
         self.lease = lease
         self.consumer = consumer
         self.session = TrackingSession(segmenter, spec.instructions, tracker_config, levels=spec.level)
         self.finished = False
-        state = consumer.load_state()
-        if state:
-            self.session.restore(state)
+        self.checkpoint_every = checkpoint_every
+        checkpoint = consumer.load_state()
+        if checkpoint is not None:
+            self.session.restore(checkpoint.session, checkpoint.frames_seen, checkpoint.next_id)
             log.info("stream %s: resumed at frame %d", spec.stream, self.session.frames_seen)
 
     @property
     def stream(self) -> str:
         return self.spec.stream
 
-    def step(self, block_ms: int | None) -> int:
-        """Process the entries available now (waiting up to block_ms for some). Returns how many."""
-        entries = self.consumer.read(count=4, block_ms=block_ms)
-        for entry in entries:
-            if isinstance(entry, EndEntry):
-                self._finish(entry)
-                break
-            self._process(entry)
-        return len(entries)
+    def read(self, block_ms: int | None, count: int = 4) -> list[FrameEntry | EndEntry]:
+        """The entries available now (waiting up to block_ms for some), oldest first."""
+        return self.consumer.read(count=count, block_ms=block_ms)
 
-    def _process(self, entry: FrameEntry) -> None:
-        header = entry.header
+    def decode(self, entry: FrameEntry):
+        """The frame's RGB pixels, or None for an undecodable payload (it gets an empty result)."""
         try:
-            rgb = entry.rgb()
+            return entry.rgb()
         except ValueError as e:
             # A corrupt frame is skipped with an empty result so the stream keeps its frame numbering.
-            log.error("stream %s frame %d: undecodable payload (%s)", self.stream, header.frame, e)
-            rgb = None
-        if rgb is None:
-            instances = Instances.empty(header.height, header.width)
-        else:
-            instances = self.session.update(rgb)
+            log.error("stream %s frame %d: undecodable payload (%s)", self.stream, entry.header.frame, e)
+            return None
+
+    def commit(self, entry: FrameEntry, instances: Instances) -> None:
+        """Write the frame's result, acknowledge the frame and checkpoint the session, atomically."""
+        header = entry.header
         result = to_frame_result(self.stream, header.frame, header.pts, instances)
-        if not self.consumer.commit(entry.entry_id, result, self.session.state_dict()):
+        session = self.session
+        full = session.frames_seen % self.checkpoint_every == 0 or session.frames_seen == 1
+        checkpoint = Checkpoint(session.state_dict() if full else None, session.frames_seen, session.next_id)
+        if not self.consumer.commit(entry.entry_id, result, checkpoint):
             raise LeaseLost(self.stream)
 
-    def _finish(self, entry: EndEntry) -> None:
+    def finish(self, entry: EndEntry) -> None:
+        """Write the end marker and leave the registry: the stream is done."""
         ended = StreamEnded(stream=self.stream, frames=entry.message.frames, error=entry.message.error)
         if not self.consumer.commit(entry.entry_id, ended):
             raise LeaseLost(self.stream)

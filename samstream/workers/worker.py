@@ -12,14 +12,16 @@ import signal
 import threading
 import time
 
+import numpy as np
 import redis
 
+from samstream.instances import Instances
 from samstream.model.segmenter import Segmenter
 from samstream.settings import WorkerSettings
 from samstream.streaming.connection import RedisClient, redacted
 from samstream.streaming.keys import REGISTRY_KEY, worker_heartbeat_key
-from samstream.streaming.transport import StreamConsumer, StreamLease, load_spec
-from samstream.tracker.session import TrackerConfig
+from samstream.streaming.transport import EndEntry, FrameEntry, StreamConsumer, StreamLease, load_spec
+from samstream.tracker.session import TrackerConfig, update_sessions
 from samstream.workers.stream_task import LeaseLost, StreamTask
 
 log = logging.getLogger(__name__)
@@ -88,20 +90,48 @@ class Worker:
             self.stop_event.wait(IDLE_SLEEP_S)
             return
         block_ms = 100 if len(self.tasks) == 1 else None
+        pending: dict[str, list] = {}
         for stream, task in list(self.tasks.items()):
-            if self.stop_event.is_set():
-                return
-            try:
-                done = task.step(block_ms)
-            except LeaseLost:
-                log.warning("stream %s: lease lost to another worker; dropping it", stream)
-                self._drop(stream, release=False)
-                continue
-            if done:
-                self.frames_processed += done
-                self._last_activity = time.monotonic()
-            if task.finished:
-                self._drop(stream, release=True)
+            entries = task.read(block_ms)
+            if entries:
+                pending[stream] = entries
+        while pending and not self.stop_event.is_set():
+            # One round: the oldest entry of every stream; their frames go through the model together.
+            round_entries = {stream: entries.pop(0) for stream, entries in pending.items()}
+            pending = {stream: entries for stream, entries in pending.items() if entries}
+            frames: list[tuple[StreamTask, FrameEntry, np.ndarray | None]] = []
+            for stream, entry in round_entries.items():
+                task = self.tasks[stream]
+                if isinstance(entry, EndEntry):
+                    self._guarded(stream, lambda: task.finish(entry))
+                    pending.pop(stream, None)  # nothing is read after a stream's end
+                else:
+                    frames.append((task, entry, task.decode(entry)))
+            decoded = [(task.session, rgb) for task, _, rgb in frames if rgb is not None]
+            outputs = iter(update_sessions(decoded))
+            for task, entry, rgb in frames:
+                instances = next(outputs) if rgb is not None else Instances.empty(entry.header.height,
+                                                                                 entry.header.width)
+                if self._guarded(task.stream, lambda: task.commit(entry, instances)):
+                    self.frames_processed += 1
+                else:
+                    pending.pop(task.stream, None)
+            self._last_activity = time.monotonic()
+
+    def _guarded(self, stream: str, action) -> bool:
+        """Run a task's commit; a lost lease drops the stream (another worker owns it), a finished one is
+        released. Returns whether the stream is still held."""
+        try:
+            action()
+        except LeaseLost:
+            log.warning("stream %s: lease lost to another worker; dropping it", stream)
+            self._drop(stream, release=False)
+            return False
+        task = self.tasks.get(stream)
+        if task is not None and task.finished:
+            self._drop(stream, release=True)
+            return False
+        return True
 
     def _discover(self) -> None:
         free = self.settings.max_streams - len(self.tasks)
@@ -134,7 +164,7 @@ class Worker:
         moved = consumer.adopt_orphans()
         log.info("stream %s: picked up%s", stream, f" ({moved} unacknowledged frames adopted)" if moved else "")
         config = TrackerConfig(keyframe_every=spec.keyframe_every or self.settings.keyframe_every)
-        return StreamTask(spec, lease, consumer, self.segmenter, config)
+        return StreamTask(spec, lease, consumer, self.segmenter, config, self.settings.checkpoint_every)
 
     def _drop(self, stream: str, release: bool) -> None:
         with self._tasks_lock:

@@ -9,6 +9,7 @@ from samstream.streaming.keys import REGISTRY_KEY, WORKER_GROUP, StreamKeys
 from samstream.streaming.messages import FrameResult, StreamSpec
 from samstream.streaming.sources import DecodedFrame
 from samstream.streaming.transport import (
+    Checkpoint,
     EndEntry,
     FrameEntry,
     FramePublisher,
@@ -50,12 +51,15 @@ def test_commit_writes_result_acks_and_deletes_frame_atomically(redis_client):
     entries = consumer.read(count=10)
     assert [type(e) for e in entries] == [FrameEntry, FrameEntry, EndEntry]
     assert entries[1].rgb()[0, 0, 0] == 1
-    assert consumer.commit(entries[0].entry_id, _result("s1", 0), b"state-0")
+    assert consumer.commit(entries[0].entry_id, _result("s1", 0), Checkpoint(b"state-0", frames_seen=1, next_id=3))
     keys = StreamKeys("s1")
     assert redis_client.xlen(keys.frames) == 2  # processed frame deleted: length = backlog
     assert redis_client.xpending(keys.frames, WORKER_GROUP)["pending"] == 2
-    assert redis_client.get(keys.state) == b"state-0"
+    assert consumer.load_state() == Checkpoint(b"state-0", 1, 3)
     assert [m.frame for m in read_results(redis_client, "s1")] == [0]
+    # counters only: the last full session stands, the counters move on
+    assert consumer.commit(entries[1].entry_id, _result("s1", 1), Checkpoint(None, frames_seen=2, next_id=5))
+    assert consumer.load_state() == Checkpoint(b"state-0", 2, 5)
 
 
 def test_commit_is_refused_once_the_lease_is_lost(redis_client):

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import time
 
-import redis
 
 from samstream.streaming.keys import StreamKeys
 from samstream.streaming.messages import FrameResult
