@@ -7,6 +7,7 @@ from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase, Sam3VideoModel
@@ -131,6 +132,20 @@ class Sam3Segmenter:
         steered = torch.where(cleaned, logits[order].clamp(min=1e-3), logits[order].clamp(max=-1e-3))
         masks = upsample_masks(steered, features.height, features.width)
         return Detections(masks=masks, scores=kept_scores[order])
+
+    @torch.inference_mode()
+    def embed(self, features: FrameFeatures, masks: np.ndarray) -> np.ndarray:
+        """Appearance vectors for re-identification: the tracker's top-level features averaged inside each
+        mask (the mask resized to the feature grid by area), L2-normalised."""
+        if len(masks) == 0:
+            return np.zeros((0, self.model.tracker_model.hidden_dim), np.float32)
+        data: _Sam3Features = features.data
+        top = data.tracker_feats[-1][:, 0].float().cpu().numpy()  # (h*w, C)
+        h, w = self.model.tracker_model.backbone_feature_sizes[-1]
+        weights = np.stack([cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA).reshape(-1)
+                            for m in masks])  # (N, h*w), the fraction of each cell inside the mask
+        pooled = weights @ top / np.maximum(weights.sum(axis=1, keepdims=True), 1e-6)
+        return (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-6)).astype(np.float32)
 
     def new_memory(self) -> Sam3TrackerMemory:
         return Sam3TrackerMemory(self)

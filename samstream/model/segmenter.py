@@ -69,4 +69,7 @@ class Segmenter(Protocol):
     def detect(self, features: FrameFeatures, instructions: list[str], levels: list[Level]) -> list[Detections]:
         """One `Detections` per instruction, each routed by its SAM3-I level."""
 
+    def embed(self, features: FrameFeatures, masks: np.ndarray) -> np.ndarray:
+        """(N, D) unit-length appearance vectors of the masked regions (for re-identification)."""
+
     def new_memory(self) -> ObjectMemory: ...

@@ -22,8 +22,10 @@ from samstream.model.levels import Level, resolve_level
 from samstream.model.segmenter import Detections, FrameFeatures, ObjectMemory, Segmenter
 from samstream.streaming.messages import RleMask
 from samstream.streaming.rle import decode_mask, encode_masks
+from samstream.tracker.scene_cut import SceneCutDetector
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+APPEARANCE_MOMENTUM = 0.8  # a track's appearance: 80% its history, 20% the newest matched detection
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class TrackerConfig:
     recondition_every: int = 16  # ...and at least this often when they agree (SAM3: every 16 frames)
     min_hits_confirmed: int = 2  # matched keyframes before a track is reported `confirmed`
     duplicate_iou: float = 0.7  # two tracks of one instruction this alike are one object: the younger goes
+    keyframe_below_score: float = 0.5  # a tracked object's score dropping below this makes the frame a keyframe
+    scene_cut_distance: float | None = 0.5  # colour-histogram distance that makes a frame a keyframe (None: off)
+    reid_frames: int = 150  # a lost track (unmatched, or removed after keep-alive) may return with its id this long
+    reid_similarity: float = 0.75  # ...when a new detection's appearance is this close (cosine) to the track's
 
     def __post_init__(self) -> None:
         if self.keyframe_every < 1:
@@ -55,10 +61,22 @@ class Track:
     last_matched_frame: int = 0
     seen_this_frame: bool = True
     last_conditioned_frame: int = 0
+    appearance: np.ndarray | None = None  # running mean of unit appearance vectors at matched keyframes
 
     @property
     def empty(self) -> bool:
         return not self.mask.any()
+
+
+@dataclass
+class LostTrack:
+    """A track removed after its keep-alive, kept for re-identification until `reid_frames` after its last match."""
+
+    id: int
+    instruction: str
+    appearance: np.ndarray
+    hits: int
+    last_matched_frame: int
 
 
 @dataclass
@@ -93,7 +111,11 @@ class TrackingSession:
         )
         self.memory: ObjectMemory = segmenter.new_memory()
         self.tracks: dict[int, Track] = {}
+        self.lost: dict[int, LostTrack] = {}
         self._counters = _Counters()
+        self._scene_cut = SceneCutDetector(config.scene_cut_distance) if config.scene_cut_distance else None
+        self._scores_dropped = False  # a tracked object's score fell below keyframe_below_score this frame
+        self._cut = False  # this frame starts a new shot
         self._reseed = False  # after restore(): condition the memory from restored masks on the next frame
 
     @property
@@ -110,6 +132,8 @@ class TrackingSession:
 
     def _begin(self, rgb: np.ndarray) -> tuple[FrameFeatures, bool]:
         """Encode the frame; returns (features, whether tracked objects propagate now)."""
+        self._cut = self._scene_cut(rgb) if self._scene_cut is not None else False
+        self._scores_dropped = False
         features = self.segmenter.encode_frame(rgb)
         for track in self.tracks.values():
             track.seen_this_frame = False
@@ -124,7 +148,7 @@ class TrackingSession:
                 track.seen_this_frame = not track.empty
         elif propagated is not None:
             self._apply_propagation(propagated)
-        if reseeding or self._is_keyframe(frame):
+        if reseeding or self._is_keyframe(frame) or self._cut or self._scores_dropped:
             self._counters.keyframes += 1
             detections = self.segmenter.detect(features, self.instructions, self.levels)
             self._associate(features, detections, frame)
@@ -136,9 +160,13 @@ class TrackingSession:
         return frame % self.config.keyframe_every == 0 or not self.tracks
 
     def _apply_propagation(self, propagated: dict[int, tuple[np.ndarray, float]]) -> None:
+        low = self.config.keyframe_below_score
+        self._scores_dropped = False
         for track_id, (mask, score) in propagated.items():
             track = self.tracks.get(track_id)
             if track is not None:
+                if track.score >= low > score:
+                    self._scores_dropped = True  # confidence just fell: check with the detector now
                 track.mask, track.score, track.seen_this_frame = mask, score, True
 
     def _associate(self, features: FrameFeatures, detections: list[Detections], frame: int) -> None:
@@ -146,37 +174,87 @@ class TrackingSession:
         for instruction, dets in zip(self.instructions, detections):
             keep = dets.scores > self.detection_threshold
             masks, scores = dets.masks[keep], dets.scores[keep]
+            appearance = self.segmenter.embed(features, masks)
             tracks = [t for t in self.tracks.values() if t.instruction == instruction]
             track_masks = np.stack([t.mask for t in tracks]) if tracks else np.zeros((0, *masks.shape[1:]), bool)
             iou = mask_iou(track_masks, masks)
             matches, unmatched_dets = _hungarian(iou, self.config.match_iou)
+            matched_tracks = set()
             for t_index, d_index in matches:
                 track = tracks[t_index]
-                track.hits += 1
-                track.last_matched_frame = frame
+                matched_tracks.add(track.id)
                 confident = scores[d_index] >= self.config.recondition_score
                 drifted = iou[t_index, d_index] < self.config.recondition_iou
                 due = frame - track.last_conditioned_frame >= self.config.recondition_every
                 if not track.seen_this_frame or (confident and (drifted or due)):
                     condition[track.id] = masks[d_index]  # correct drift / refresh the memory from a detection
                     track.last_conditioned_frame = frame
-                track.mask, track.score, track.seen_this_frame = masks[d_index], float(scores[d_index]), True
-            for d_index in unmatched_dets:
-                if scores[d_index] < self.birth_threshold:
-                    continue
+                self._matched(track, masks[d_index], float(scores[d_index]), appearance[d_index], frame)
+            candidates = [d for d in unmatched_dets if scores[d] >= self.birth_threshold
+                          and not (len(track_masks) and iou[:, d].max() >= self.config.birth_max_iou)]
+            missing = [t for t in tracks if t.id not in matched_tracks and (t.empty or not t.seen_this_frame)]
+            for d_index, track in self._reidentify(instruction, candidates, appearance, missing):
+                condition[track.id] = masks[d_index]
+                track.last_conditioned_frame = frame
+                self._matched(track, masks[d_index], float(scores[d_index]), appearance[d_index], frame)
+                candidates.remove(d_index)
+            for d_index in candidates:
                 if len(track_masks) and iou[:, d_index].max() >= self.config.birth_max_iou:
-                    continue  # overlaps a track: a duplicate, not a new object
+                    continue  # overlaps a track born this frame: a duplicate, not a new object
                 track = self._new_track(instruction, masks[d_index], float(scores[d_index]), frame)
+                track.appearance = appearance[d_index]
                 track_masks = np.concatenate([track_masks, masks[d_index][None]])
                 iou = np.concatenate([iou, mask_iou(masks[d_index][None], masks)])
                 condition[track.id] = track.mask
-        stale = [t.id for t in self.tracks.values() if frame - t.last_matched_frame > self.config.max_missed_frames]
-        for track_id in stale:
-            del self.tracks[track_id]
-        if stale:
-            self.memory.forget(stale)
+        self._expire(frame)
         if condition:
             self.memory.condition(features, condition)
+
+    def _matched(self, track: Track, mask: np.ndarray, score: float, appearance: np.ndarray, frame: int) -> None:
+        track.hits += 1
+        track.last_matched_frame = frame
+        track.mask, track.score, track.seen_this_frame = mask, score, True
+        if track.appearance is None:
+            track.appearance = appearance
+        else:
+            mixed = APPEARANCE_MOMENTUM * track.appearance + (1 - APPEARANCE_MOMENTUM) * appearance
+            track.appearance = mixed / max(float(np.linalg.norm(mixed)), 1e-6)
+
+    def _reidentify(self, instruction: str, candidates: list[int], appearance: np.ndarray,
+                    missing: list[Track]) -> list[tuple[int, Track]]:
+        """Match new detections to tracks of this instruction that are out of sight (live but empty, or lost
+        after their keep-alive) by appearance. Returns (detection index, revived live track) pairs."""
+        pool: list[Track | LostTrack] = [t for t in missing if t.appearance is not None]
+        pool += [t for t in self.lost.values() if t.instruction == instruction]
+        if not candidates or not pool:
+            return []
+        similarity = np.stack([t.appearance for t in pool]) @ appearance[candidates].T  # (tracks, candidates)
+        pairs, _ = _hungarian(similarity, self.config.reid_similarity)
+        revived = []
+        for p_index, c_index in pairs:
+            entry = pool[p_index]
+            if isinstance(entry, LostTrack):
+                del self.lost[entry.id]
+                entry = Track(id=entry.id, instruction=entry.instruction, mask=np.zeros(0, bool), score=0.0,
+                              hits=entry.hits, last_matched_frame=entry.last_matched_frame,
+                              appearance=entry.appearance)
+                self.tracks[entry.id] = entry
+            revived.append((candidates[c_index], entry))
+        return revived
+
+    def _expire(self, frame: int) -> None:
+        """Tracks unmatched past the keep-alive leave the memory (kept for re-identification); lost tracks
+        unmatched past `reid_frames` are forgotten for good."""
+        stale = [t for t in self.tracks.values() if frame - t.last_matched_frame > self.config.max_missed_frames]
+        for track in stale:
+            del self.tracks[track.id]
+            if track.appearance is not None and self.config.reid_frames > self.config.max_missed_frames:
+                self.lost[track.id] = LostTrack(track.id, track.instruction, track.appearance, track.hits,
+                                                track.last_matched_frame)
+        if stale:
+            self.memory.forget([t.id for t in stale])
+        for track_id in [i for i, t in self.lost.items() if frame - t.last_matched_frame > self.config.reid_frames]:
+            del self.lost[track_id]
 
     def _suppress_duplicates(self) -> None:
         """Drop the younger of any two live tracks of one instruction whose masks overlap by duplicate_iou."""
@@ -230,8 +308,14 @@ class TrackingSession:
             "keyframes": self._counters.keyframes,
             "tracks": [
                 {"id": t.id, "instruction": t.instruction, "score": t.score, "hits": t.hits,
-                 "last_matched_frame": t.last_matched_frame, "mask": rle.model_dump()}
+                 "last_matched_frame": t.last_matched_frame, "mask": rle.model_dump(),
+                 "appearance": _vector(t.appearance)}
                 for t, rle in zip(tracks, rles)
+            ],
+            "lost": [
+                {"id": t.id, "instruction": t.instruction, "hits": t.hits, "last_matched_frame": t.last_matched_frame,
+                 "appearance": _vector(t.appearance)}
+                for t in self.lost.values()
             ],
         }
         return json.dumps(state, separators=(",", ":")).encode()
@@ -262,7 +346,12 @@ class TrackingSession:
                 continue  # the stream's instructions changed since
             mask = decode_mask(RleMask.model_validate(t["mask"]))
             self.tracks[t["id"]] = Track(t["id"], t["instruction"], mask, t["score"], t["hits"],
-                                         t["last_matched_frame"], seen_this_frame=False)
+                                         t["last_matched_frame"], seen_this_frame=False,
+                                         appearance=_array(t["appearance"]))
+        self.lost = {
+            t["id"]: LostTrack(t["id"], t["instruction"], _array(t["appearance"]), t["hits"], t["last_matched_frame"])
+            for t in state["lost"] if t["instruction"] in self.instructions
+        }
         self.memory = self.segmenter.new_memory()
         self._reseed = bool(self.tracks)
 
@@ -282,6 +371,14 @@ def update_sessions(items: list[tuple[TrackingSession, np.ndarray]]) -> list[Ins
         results = iter([memory.propagate(features) for memory, features in requests])
     return [session._finish(features, next(results) if propagates else None)
             for (session, _), (features, propagates) in zip(items, begun)]
+
+
+def _vector(v: np.ndarray | None) -> list[float] | None:
+    return None if v is None else [round(float(x), 6) for x in v]
+
+
+def _array(v: list[float] | None) -> np.ndarray | None:
+    return None if v is None else np.asarray(v, dtype=np.float32)
 
 
 def _hungarian(iou: np.ndarray, min_iou: float) -> tuple[list[tuple[int, int]], list[int]]:

@@ -29,6 +29,7 @@ class Box:
     vy: float = 0.0
     hidden: range = range(0)
     z: int = 0  # higher occludes lower
+    look: int | None = None  # appearance class (objects with one look are indistinguishable); None: its index
 
     def mask(self, t: int) -> np.ndarray:
         m = np.zeros((H, W), dtype=bool)
@@ -59,6 +60,7 @@ class Scene:
 
 @dataclass
 class _StaleMemory:
+    scene: Scene
     masks: dict[int, np.ndarray] = field(default_factory=dict)
     window: int = 16
     max_cond_frames: int = 4
@@ -67,7 +69,9 @@ class _StaleMemory:
         self.masks.update({k: v.copy() for k, v in masks.items()})
 
     def propagate(self, features: FrameFeatures) -> dict[int, tuple[np.ndarray, float]]:
-        return {k: (v, 0.9) for k, v in self.masks.items()}
+        """Each object's last conditioned mask; confident (0.9) while it still overlaps a visible object."""
+        visible = np.any(self.scene.gt_masks(features.data), axis=0)
+        return {k: (v, 0.9 if (v & visible).any() else 0.1) for k, v in self.masks.items()}
 
     def forget(self, object_ids: list[int]) -> None:
         for k in object_ids:
@@ -84,20 +88,32 @@ class ScriptedSegmenter:
     def __init__(self, scene: Scene) -> None:
         self.scene = scene
         self.t = -1
+        self.detected_frames: list[int] = []
 
     def encode_frame(self, rgb: np.ndarray) -> FrameFeatures:
         self.t += 1
         return FrameFeatures(height=H, width=W, data=self.t)
 
     def detect(self, features: FrameFeatures, instructions: list[str], levels: list[str]) -> list[Detections]:
+        self.detected_frames.append(features.data)
         masks = [m for m in self.scene.gt_masks(features.data) if m.sum() >= 20]
         if self.scene.duplicate_every and features.data % self.scene.duplicate_every == 0 and masks:
             masks.append(np.roll(masks[0], 1, axis=1))
         stacked = np.stack(masks) if masks else np.zeros((0, H, W), bool)
         return [Detections(stacked, np.full(len(masks), 0.9, np.float32))]
 
+    def embed(self, features: FrameFeatures, masks: np.ndarray) -> np.ndarray:
+        """One-hot of the look of the ground-truth object each mask covers most."""
+        gts = self.scene.gt_masks(features.data)
+        out = np.zeros((len(masks), 8), np.float32)
+        for i, mask in enumerate(masks):
+            best = int(np.argmax([(mask & g).sum() for g in gts]))
+            look = self.scene.objects[best].look
+            out[i, best if look is None else look] = 1.0
+        return out
+
     def new_memory(self) -> _StaleMemory:
-        return _StaleMemory()
+        return _StaleMemory(self.scene)
 
 
 def identity_map(scene: Scene, outputs) -> dict[int, set[int]]:

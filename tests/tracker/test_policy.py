@@ -39,12 +39,48 @@ def test_short_occlusion_keeps_the_id():
     assert session._counters.next_id == 2  # never a second track
 
 
-def test_long_absence_ends_the_track():
+def test_absence_beyond_reidentification_window_ends_the_track():
     scene = Scene([Box(30, 20, 14, 14, hidden=range(5, 50))], frames=60)
-    session, outputs = run(scene, TrackerConfig(keyframe_every=2, max_missed_frames=10))
+    session, outputs = run(scene, TrackerConfig(keyframe_every=2, max_missed_frames=10, reid_frames=30))
     ids = identity_map(scene, outputs)
-    assert len(ids[0]) == 2  # gone for longer than the keep-alive: a new id when it returns
-    assert 1 not in session.tracks
+    assert len(ids[0]) == 2  # gone for longer than keep-alive and re-identification: a new id when it returns
+    assert 1 not in session.tracks and 1 not in session.lost
+
+
+def test_objects_leaving_and_reentering_elsewhere_keep_their_ids():
+    """Two objects leave (one right, one left), stay out past the keep-alive, and come back on the other side:
+    re-identification by appearance gives each its old id."""
+    a = Box(50, 5, 12, 12, vx=1.5, hidden=range(25, 70))  # off the right edge from ~frame 20, back at 70
+    b = Box(20, 35, 12, 12, vx=-1.5, hidden=range(20, 70))
+    a_back = Box(2, 35, 12, 12, vx=0.5)
+    b_back = Box(60, 5, 12, 12, vx=-0.5)
+    scene = Scene([a, b], frames=70)
+    later = Scene([a_back, b_back], frames=30)
+    config = TrackerConfig(keyframe_every=2, max_missed_frames=10)
+    session, first = run(scene, config)
+    session.segmenter.scene, session.segmenter.t = later, -1
+    session.memory.scene = later
+    blank = np.zeros((H, W, 3), np.uint8)
+    second = [session.update(blank) for _ in range(later.frames)]
+    before, after = identity_map(scene, first[:15]), identity_map(later, second)
+    assert len(before[0]) == len(before[1]) == 1 and before[0] != before[1]
+    assert after == before  # same ids on return, not swapped, though positions changed
+    assert session._counters.next_id == 3
+
+
+def test_a_confidence_drop_triggers_a_keyframe():
+    scene = Scene([Box(30, 20, 14, 14, hidden=range(13, 40))], frames=30)
+    session, _ = run(scene, TrackerConfig(keyframe_every=10))
+    assert session.segmenter.detected_frames == [0, 10, 13, 20]  # 13: the object vanished, scores dropped
+
+
+def test_a_scene_cut_triggers_a_keyframe():
+    scene = Scene([Box(30, 20, 14, 14)], frames=30)
+    session = TrackingSession(ScriptedSegmenter(scene), ["box"], TrackerConfig(keyframe_every=10))
+    indoor, outdoor = np.full((H, W, 3), (200, 40, 40), np.uint8), np.full((H, W, 3), (30, 160, 220), np.uint8)
+    for t in range(30):
+        session.update(indoor if t < 17 else outdoor)
+    assert session.segmenter.detected_frames == [0, 10, 17, 20]
 
 
 def test_duplicate_detections_do_not_start_tracks():
