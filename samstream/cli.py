@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from samstream import __version__
 from samstream.errors import ConfigError, SamstreamError, StreamFailed
@@ -107,6 +109,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=_positive_int, default=5)
     bench.add_argument("--frames", type=_positive_int, default=10_000, help="tracker: length of the long run")
     bench.add_argument("--out", help="write the JSON here too")
+
+    synth = sub.add_parser("synth", help="generate a synthetic dataset with exact ground truth (docs/data.md)")
+    synth.add_argument("--videos", type=int, default=0, help="videos to make (YouTube-VIS style videos.json)")
+    synth.add_argument("--frames", type=_positive_int, default=30, help="frames per video")
+    synth.add_argument("--images", type=int, default=0, help="still images to make (COCO style images.json)")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--width", type=_positive_int, default=320)
+    synth.add_argument("--height", type=_positive_int, default=240)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--min-objects", type=_positive_int, default=2)
+    synth.add_argument("--max-objects", type=_positive_int, default=6)
+    synth.add_argument("--png-frames", action="store_true", help="videos as folders of PNG frames, not MP4")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    track_eval = sub.add_parser("eval-tracking", help="HOTA / IDF1 / MOTA and J&F of results against ground truth")
+    track_eval.add_argument("pred", help="results.jsonl from `samstream run`")
+    track_eval.add_argument("gt", help="YouTube-VIS style ground truth (e.g. videos.json from `samstream synth`)")
+    track_eval.add_argument("--video", help="video id or name in the ground truth (needed when it has several)")
+    track_eval.add_argument("--category", help="only this category's ground-truth tracks")
+    track_eval.add_argument("--objects", help="only these ground-truth object ids (comma-separated)")
+    track_eval.add_argument("--instruction", help="only predictions for this instruction")
     return parser
 
 
@@ -115,14 +138,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         commands = {"run": cmd_run, "worker": cmd_worker, "ingest": cmd_ingest, "results": cmd_results,
-                    "convert-checkpoint": cmd_convert, "bench": cmd_bench}
+                    "convert-checkpoint": cmd_convert, "bench": cmd_bench, "synth": cmd_synth,
+                    "eval-tracking": cmd_eval_tracking}
         return commands[args.command](args)
     except StreamFailed as e:
         if e.summary is not None:
             print(e.summary.render(), file=sys.stderr)
         print(f"samstream: error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    except (SamstreamError, ValueError) as e:
+    except (SamstreamError, ValueError, OSError) as e:
         print(f"samstream: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -130,6 +154,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from samstream.data.synth import synthesize
+
+    written = synthesize(Path(args.out), videos=args.videos, frames=args.frames, images=args.images,
+                         width=args.width, height=args.height, seed=args.seed, as_images=args.png_frames,
+                         min_objects=args.min_objects, max_objects=args.max_objects, progress=not args.quiet)
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def cmd_eval_tracking(args: argparse.Namespace) -> int:
+    from samstream.data.formats import load_dataset
+    from samstream.eval.tracking import load_ground_truth, load_predictions, tracking_metrics
+
+    objects = {int(v) for v in args.objects.split(",")} if args.objects else None
+    gt = load_ground_truth(load_dataset(Path(args.gt)), args.video, args.category, objects)
+    pred = load_predictions(Path(args.pred), args.instruction)
+    if pred.frames < gt.frames:
+        print(f"note: {pred.frames} predicted frames; evaluating the first {pred.frames} of {gt.frames}",
+              file=sys.stderr)
+        gt = gt.truncated(pred.frames)
+    print(json.dumps(tracking_metrics(gt, pred), indent=2))
+    return 0
 
 
 def _one_line(error: Exception) -> str:

@@ -98,6 +98,7 @@ class InstanceResult(BaseModel):
     instruction: str
     level: Literal["concept", "simple", "complex"] = "concept"  # the SAM3-I route that produced it
     score: float
+    confirmed: bool = True  # matched at enough keyframes (TrackerConfig.min_hits_confirmed); new tracks: False
     bbox: tuple[float, float, float, float]  # [x, y, w, h] in pixels
     mask: RleMask
 

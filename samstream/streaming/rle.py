@@ -39,6 +39,7 @@ def to_frame_result(stream: str, frame: int, pts: float, instances: Instances) -
                 instruction=instances.instructions[i],
                 level=instances.levels[i],
                 score=round(float(instances.scores[i]), 4),
+                confirmed=bool(instances.confirmed[i]),
                 bbox=tuple(float(v) for v in boxes[i]),
                 mask=rles[i],
             )
