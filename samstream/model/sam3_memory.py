@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from samstream.model.sam3 import Sam3Segmenter
 
 
+_NO_OBJECT_LOGIT = -1024.0  # SAM3's mask logit where the object is judged absent (NO_OBJ_SCORE)
+
+
 @dataclass
 class _Entry:
     """One object's memory of one frame."""
@@ -269,16 +272,40 @@ def _propagate_group(tracker, features: list[FrameFeatures], steps: list[_Step],
         num_object_pointer_tokens=memory.shape[0] - len(steps[0].memories) * feats[-1].shape[0],
     )  # (1, B, HW, C): batch-first behind a singleton axis
     conditioned = conditioned.reshape(b, height * width, channels).transpose(1, 2).reshape(b, channels, height, width)
-    sam = tracker._single_frame_forward(
-        image_embeddings=_image_embeddings(tracker, feats, conditioned),
-        multimask_output=tracker._use_multimask(False, None),
-    )
-    out = _SamOutput(pred_masks=_per_item(sam.pred_masks, b).reshape(b, 1, *sam.pred_masks.shape[-2:]),
-                     high_res_masks=_per_item(sam.high_res_masks, b).reshape(b, 1, *sam.high_res_masks.shape[-2:]),
-                     object_pointer=_per_item(sam.object_pointer, b).reshape(b, -1),
-                     object_score_logits=sam.object_score_logits.reshape(b, 1, 1))
+    out = _sam_head(tracker, _image_embeddings(tracker, feats, conditioned), tracker._use_multimask(False, None))
     encoded = _encode_memory(tracker, feats, out.high_res_masks, out.object_score_logits, binarize=False)
     return out, encoded
+
+
+def _sam_head(tracker, image_embeddings: list[torch.Tensor], multimask: bool) -> _SamOutput:
+    """SAM3's `_single_frame_forward` for a batch of promptless objects (the propagation case), selecting the
+    best of the multimask outputs per item (transformers' indexing broadcasts it to B x B), and upsampling
+    only the selected mask."""
+    top = image_embeddings[-1]
+    b, device, dtype = top.shape[0], top.device, top.dtype
+    positions = tracker.get_image_wide_positional_embeddings().repeat(b, 1, 1, 1)
+    points = torch.zeros(b, 1, 1, 2, dtype=dtype, device=device)  # no prompt: one padding point, label -1
+    labels = -torch.ones(b, 1, 1, dtype=torch.int32, device=device)
+    sparse, dense = tracker.prompt_encoder(input_points=points, input_labels=labels, input_boxes=None,
+                                           input_masks=None)
+    low, iou, tokens, score_logits = tracker.mask_decoder(
+        image_embeddings=top, image_positional_embeddings=positions, sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense, multimask_output=multimask, high_resolution_features=image_embeddings[:-1],
+    )  # low: (B, 1, M, h, w); iou: (B, 1, M); tokens: (B, 1, T, C); score_logits: (B, 1)
+    appearing = (score_logits.reshape(b) > 0)
+    index = torch.arange(b, device=device)
+    best = iou.reshape(b, -1).argmax(dim=-1) if multimask else torch.zeros(b, dtype=torch.long, device=device)
+    low = low.reshape(b, -1, *low.shape[-2:])[index, best]  # (B, h, w)
+    low = torch.where(appearing[:, None, None], low, torch.full_like(low, _NO_OBJECT_LOGIT))
+    tokens = tokens.reshape(b, -1, tokens.shape[-1])
+    token = tokens[index, best] if multimask and tokens.shape[1] > 1 else tokens[:, 0]
+    size = tracker.image_size
+    high = F.interpolate(low[:, None].float(), size=(size, size), mode="bilinear", align_corners=False).to(low.dtype)
+    pointer = tracker.object_pointer_proj(token)
+    weight = appearing[:, None].to(pointer.dtype)
+    pointer = weight * pointer + (1 - weight) * tracker.no_object_pointer
+    return _SamOutput(pred_masks=low[:, None], high_res_masks=high, object_pointer=pointer,
+                      object_score_logits=score_logits.reshape(b, 1, 1))
 
 
 def _encode_memory(tracker, feats: list[torch.Tensor], high_res_masks: torch.Tensor, score_logits: torch.Tensor,

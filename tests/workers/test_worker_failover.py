@@ -40,6 +40,7 @@ def test_killed_worker_loses_and_duplicates_nothing(realshort, redis_url, redis_
         log1.close()
     done_before = redis_client.xlen(results_key)
     assert 5 <= done_before < 37, "the worker must die mid-stream"
+    next_id = int(redis_client.hget(StreamKeys("cam1").state, "next_id"))  # saved with every frame
 
     second = subprocess.run(_cli("--log-level", "INFO", "worker", "--redis", redis_url, "--lease-ttl", 1,
                                  "--exit-when-idle", 2), capture_output=True, text=True, timeout=300)
@@ -48,8 +49,13 @@ def test_killed_worker_loses_and_duplicates_nothing(realshort, redis_url, redis_
     printed = subprocess.run(_cli("results", "--stream", "cam1", "--redis", redis_url), capture_output=True,
                              text=True, timeout=60)
     assert printed.returncode == 0, printed.stderr
-    frames = [FrameResult.model_validate_json(line).frame for line in printed.stdout.splitlines()]
+    results = [FrameResult.model_validate_json(line) for line in printed.stdout.splitlines()]
+    frames = [r.frame for r in results]
     assert frames == list(range(36))  # each frame once, in order
+    ids_before = {i.id for r in results[:done_before] for i in r.instances}
+    ids_after = {i.id for r in results[done_before:] for i in r.instances}
+    # the successor continues the old tracks or starts new ids; it never hands out an id twice
+    assert all(i in ids_before or i >= next_id for i in ids_after), (ids_before, ids_after, next_id)
     assert redis_client.xlen(StreamKeys("cam1").frames) == 0
     assert not redis_client.smembers("samstream:streams")
 
