@@ -208,28 +208,21 @@ def _mask_as_output(tracker, features: FrameFeatures, prompts: torch.Tensor):
     feats, _ = _stack_features(tracker, [features] * b)
     height, width = tracker.backbone_feature_sizes[-1]
     top = feats[-1].permute(1, 2, 0).reshape(b, tracker.hidden_dim, height, width)
-    embeddings = _image_embeddings(tracker, feats, top)
     dtype = top.dtype
     prompt = prompts.to(dtype)
     high_res = prompt * 20.0 - 10.0
     low_res = F.interpolate(high_res.float(), size=tracker.prompt_encoder.mask_input_size, align_corners=False,
                             mode="bilinear", antialias=True).to(dtype)
-    sam = tracker._single_frame_forward(input_masks=tracker.mask_downsample(prompt), image_embeddings=embeddings)
-    pointer = _per_item(sam.object_pointer, b).reshape(b, -1)
+    dense_prompt = tracker.mask_downsample(prompt)
+    if dense_prompt.shape[-2:] != tuple(tracker.prompt_encoder.mask_input_size):
+        dense_prompt = F.interpolate(dense_prompt.float(), size=tracker.prompt_encoder.mask_input_size,
+                                     align_corners=False, mode="bilinear", antialias=True).to(dtype)
+    pointer = _sam_head(tracker, _image_embeddings(tracker, feats, top), multimask=True,
+                        mask_prompts=dense_prompt).object_pointer
     appearing = prompts.flatten(1).any(dim=1, keepdim=True).to(dtype)  # (B, 1)
     pointer = appearing * pointer + (1 - appearing) * tracker.no_object_pointer
     return _SamOutput(pred_masks=low_res, high_res_masks=high_res, object_pointer=pointer,
                       object_score_logits=(appearing * 20.0 - 10.0)[:, :, None]), feats
-
-
-def _per_item(x: torch.Tensor, b: int) -> torch.Tensor:
-    """The SAM head's multimask selection indexes (batch, object, best-mask) with broadcasting index arrays, so a
-    batch of B single-object items comes back (B, B, ...) with item i's result on the diagonal; take it.
-    (With one item, or once transformers indexes per item, this is the identity.)"""
-    if b > 1 and x.dim() >= 2 and x.shape[0] == b and x.shape[1] == b:
-        index = torch.arange(b, device=x.device)
-        return x[index, index]
-    return x
 
 
 @dataclass
@@ -255,7 +248,8 @@ def _propagate_group(tracker, features: list[FrameFeatures], steps: list[_Step],
         pointers = torch.stack([torch.cat(s.pointers, dim=0) for s in steps], dim=1)  # (P, B, C)
         offsets = torch.tensor([s.pointer_offsets for s in steps], dtype=torch.float32, device=pointers.device)
         if tracker.config.enable_temporal_pos_encoding_for_object_pointers:
-            sine = get_1d_sine_pe(offsets.T.reshape(-1) / float(tracker.config.max_object_pointers_in_encoder - 1), dim=channels)
+            horizon = float(tracker.config.max_object_pointers_in_encoder - 1)
+            sine = get_1d_sine_pe(offsets.T.reshape(-1) / horizon, dim=channels)
             pointer_pos = tracker.temporal_positional_encoding_projection_layer(sine.to(pointers.dtype))
             pointer_pos = pointer_pos.reshape(n_pointers, b, mem_dim)
         else:
@@ -277,17 +271,18 @@ def _propagate_group(tracker, features: list[FrameFeatures], steps: list[_Step],
     return out, encoded
 
 
-def _sam_head(tracker, image_embeddings: list[torch.Tensor], multimask: bool) -> _SamOutput:
-    """SAM3's `_single_frame_forward` for a batch of promptless objects (the propagation case), selecting the
-    best of the multimask outputs per item (transformers' indexing broadcasts it to B x B), and upsampling
-    only the selected mask."""
+def _sam_head(tracker, image_embeddings: list[torch.Tensor], multimask: bool,
+              mask_prompts: torch.Tensor | None = None) -> _SamOutput:
+    """SAM3's `_single_frame_forward` for a batch of objects, one each, with no prompt (propagation) or a dense
+    mask prompt at the prompt encoder's size (a detection's mask): selects the best of the multimask outputs
+    per item (transformers' indexing broadcasts that to B x B) and upsamples only the selected mask."""
     top = image_embeddings[-1]
     b, device, dtype = top.shape[0], top.device, top.dtype
     positions = tracker.get_image_wide_positional_embeddings().repeat(b, 1, 1, 1)
     points = torch.zeros(b, 1, 1, 2, dtype=dtype, device=device)  # no prompt: one padding point, label -1
     labels = -torch.ones(b, 1, 1, dtype=torch.int32, device=device)
     sparse, dense = tracker.prompt_encoder(input_points=points, input_labels=labels, input_boxes=None,
-                                           input_masks=None)
+                                           input_masks=mask_prompts)
     low, iou, tokens, score_logits = tracker.mask_decoder(
         image_embeddings=top, image_positional_embeddings=positions, sparse_prompt_embeddings=sparse,
         dense_prompt_embeddings=dense, multimask_output=multimask, high_resolution_features=image_embeddings[:-1],
@@ -319,8 +314,12 @@ def _encode_memory(tracker, feats: list[torch.Tensor], high_res_masks: torch.Ten
 
 
 def _upsample_each(mask_logits: torch.Tensor, features: list[FrameFeatures]) -> list[np.ndarray]:
-    """(B, h, w) logits -> per item a (H, W) bool mask at its frame's size."""
-    out: list[np.ndarray] = []
+    """(B, h, w) logits -> per item a (H, W) bool mask at its frame's size (one call per distinct size)."""
+    out: list[np.ndarray | None] = [None] * len(features)
+    by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, f in enumerate(features):
-        out.append(upsample_masks(mask_logits[i: i + 1], f.height, f.width)[0])
-    return out
+        by_size[(f.height, f.width)].append(i)
+    for (height, width), items in by_size.items():
+        for i, mask in zip(items, upsample_masks(mask_logits[items], height, width)):
+            out[i] = mask
+    return out  # type: ignore[return-value]
