@@ -20,7 +20,7 @@ from samstream.streaming.connection import connect
 from samstream.streaming.embedded_redis import EmbeddedRedis
 from samstream.streaming.ingest import open_file_stream, publish_all
 from samstream.streaming.messages import FrameResult, StreamEnded, check_instruction
-from samstream.streaming.sinks import AnnotatedVideoWriter, ResultsJsonlWriter, draw_result
+from samstream.streaming.sinks import Mp4Writer, ResultsJsonlWriter, draw_result
 from samstream.streaming.sources import VideoFileSource
 from samstream.streaming.transport import read_results
 from samstream.workers.worker import Worker
@@ -134,7 +134,7 @@ def _collect(
     frames, instances, track_ids, ended = 0, 0, set(), None
     pixels = iter(VideoFileSource(video, max_frames=max_frames))
     bar = tqdm(total=expected, unit="frame", desc="tracking", disable=not progress, dynamic_ncols=True)
-    writer: AnnotatedVideoWriter | None = None
+    writer: Mp4Writer | None = None
     try:
         with ResultsJsonlWriter(out_dir / "results.jsonl") as jsonl:
             for message in read_results(client, stream, follow=True, block_ms=200, alive=lambda: _check(worker)):
@@ -144,7 +144,7 @@ def _collect(
                 frame = _next_pixels(pixels, message)
                 if writer is None:
                     h, w = frame.rgb.shape[:2]
-                    writer = AnnotatedVideoWriter(out_dir / "annotated.mp4", w, h, fps)
+                    writer = Mp4Writer(out_dir / "annotated.mp4", w, h, fps)
                 jsonl.write(message)
                 writer.write(draw_result(frame.rgb, message))
                 frames += 1

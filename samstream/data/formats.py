@@ -10,17 +10,18 @@ instruction engine reads them. Files are written to a temporary name and renamed
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from samstream.data.world import SHAPES, Scene, render
+from samstream.streaming.messages import RleMask
+from samstream.streaming.rle import decode_mask, encode_masks
+from samstream.streaming.sinks import Mp4Writer
 
 CATEGORIES = [{"id": i + 1, "name": name} for i, name in enumerate(SHAPES)]
 CATEGORY_ID = {c["name"]: c["id"] for c in CATEGORIES}
@@ -28,12 +29,13 @@ FPS = 15
 
 
 def rle_of(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    """(H, W) bool -> COCO compressed RLE as JSON ({"size": [h, w], "counts": str})."""
+    rle = encode_masks(mask[None])[0]
+    return {"size": list(rle.size), "counts": rle.counts}
 
 
 def decode_rle(rle: dict) -> np.ndarray:
-    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
+    return decode_mask(RleMask(size=tuple(rle["size"]), counts=rle["counts"]))
 
 
 def _box(rle: dict) -> list[float]:
@@ -49,29 +51,17 @@ def _attributes(obj) -> dict:
     return {"colour": obj.colour, "size": obj.size, "texture": obj.texture, "motion": obj.motion}
 
 
-def write_video(path: Path, frames: Iterable[np.ndarray], fps: int = FPS) -> None:
-    """RGB frames -> H.264 MP4 (yuv420p, so width and height are made even by the caller)."""
-    part = path.with_name(path.name + ".part")
-    with av.open(str(part), mode="w", format="mp4") as container:
-        stream = None
+def write_video(path: Path, frames: Iterable[np.ndarray], width: int, height: int, fps: int = FPS) -> None:
+    """RGB frames -> H.264 MP4 (near-lossless: crf 18), renamed into place once complete."""
+    with Mp4Writer(path, width, height, fps, crf=18) as writer:
         for rgb in frames:
-            if stream is None:
-                stream = container.add_stream("libx264", rate=fps)
-                stream.width, stream.height = rgb.shape[1], rgb.shape[0]
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": "18", "preset": "veryfast"}
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        if stream is not None:
-            for packet in stream.encode():
-                container.mux(packet)
-    os.replace(part, path)
+            writer.write(rgb)
 
 
 def write_json(path: Path, data: dict) -> None:
     part = path.with_name(path.name + ".part")
     part.write_text(json.dumps(data, separators=(",", ":")))
-    os.replace(part, path)
+    part.replace(path)
 
 
 def video_record(scene: Scene, width: int, height: int, as_images: bool, out: Path,
@@ -100,7 +90,7 @@ def video_record(scene: Scene, width: int, height: int, as_images: bool, out: Pa
                  "file_names": file_names}
     else:
         (out / "videos").mkdir(parents=True, exist_ok=True)
-        write_video(out / "videos" / f"{name}.mp4", frames())
+        write_video(out / "videos" / f"{name}.mp4", frames(), width, height)
         video = {"id": scene.id, "name": name, "width": width, "height": height, "length": scene.frames,
                  "file": f"videos/{name}.mp4", "fps": FPS}
     annotations = []

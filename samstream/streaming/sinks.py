@@ -1,4 +1,4 @@
-"""Where results go on the client side: a JSON-lines file and an annotated MP4.
+"""Where results go on the client side: a JSON-lines file and an MP4 (annotated frames, or any frames).
 
 Both are safe to stop at any point: every line of results.jsonl is complete when written, and the MP4 is
 written beside its final name and renamed only once it is closed and valid.
@@ -73,10 +73,10 @@ def draw_result(rgb: np.ndarray, result: FrameResult, alpha: float = 0.45) -> np
     return out
 
 
-class AnnotatedVideoWriter:
+class Mp4Writer:
     """H.264 MP4 writer. Frames of odd size are padded by one pixel (yuv420p needs even sizes)."""
 
-    def __init__(self, path: str | os.PathLike[str], width: int, height: int, fps: float) -> None:
+    def __init__(self, path: str | os.PathLike[str], width: int, height: int, fps: float, crf: int = 23) -> None:
         self.path = Path(path)
         self._partial = self.path.with_name(self.path.name + ".part")
         self._size = (width + width % 2, height + height % 2)
@@ -85,7 +85,7 @@ class AnnotatedVideoWriter:
         self._stream = self._container.add_stream("libx264", rate=rate)
         self._stream.width, self._stream.height = self._size
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": "23", "preset": "veryfast"}
+        self._stream.options = {"crf": str(crf), "preset": "veryfast"}
         self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
@@ -112,7 +112,7 @@ class AnnotatedVideoWriter:
         else:
             self._partial.unlink(missing_ok=True)
 
-    def __enter__(self) -> AnnotatedVideoWriter:
+    def __enter__(self) -> Mp4Writer:
         return self
 
     def __exit__(self, *exc: object) -> None:
