@@ -35,7 +35,8 @@ def _add_level_option(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="local folder or hub id in transformers format (default: built-in tiny model)")
+    p.add_argument("--model", help="local folder or hub id in transformers format, builtin:small (the default: the "
+                   "shipped small model) or builtin:tiny-random")
     p.add_argument("--adapters", help="SAM3-I adapter file (default: the model folder's, else identity)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
@@ -130,6 +131,31 @@ def build_parser() -> argparse.ArgumentParser:
     track_eval.add_argument("--category", help="only this category's ground-truth tracks")
     track_eval.add_argument("--objects", help="only these ground-truth object ids (comma-separated)")
     track_eval.add_argument("--instruction", help="only predictions for this instruction")
+
+    train = sub.add_parser("train", help="train or fine-tune a model from a TOML config (docs/finetuning.md)")
+    train.add_argument("config", help="TOML training config, e.g. configs/small.toml")
+    train.add_argument("--out", help="override the config's output folder")
+    train.add_argument("--steps", type=_positive_int, help="override: one stage of this many steps (smoke runs)")
+    train.add_argument("--device", help="override the config's device")
+    train.add_argument("--no-resume", action="store_true", help="start over even if the output folder has checkpoints")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = sub.add_parser("eval", help="evaluate a model on a dataset: gIoU/cIoU/P@0.5 per level, J&F, HOTA, IDF1")
+    evaluate.add_argument("--data", required=True, help="folder with images.json and/or videos.json (samstream synth)")
+    evaluate.add_argument("--out", help="write the JSON report here (and a markdown table beside it, .md)")
+    evaluate.add_argument("--max-items", type=_positive_int, help="only the first N images and N videos")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_options(evaluate)
+
+    instructions = sub.add_parser("instructions",
+                                  help="generate instruction records (3 levels + negatives) for a dataset (docs/data.md)")
+    instructions.add_argument("dataset", help="videos.json / images.json from `samstream synth`, or any COCO file")
+    instructions.add_argument("--out", required=True, help="instruction records JSON to write")
+    instructions.add_argument("--split", choices=["train", "heldout", "all"], default="heldout",
+                              help="templates to draw from (default heldout: for evaluation)")
+    instructions.add_argument("--per-level", type=_positive_int, default=2, help="positives per level per item")
+    instructions.add_argument("--negatives", type=int, default=1, help="negatives per item")
+    instructions.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -139,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         commands = {"run": cmd_run, "worker": cmd_worker, "ingest": cmd_ingest, "results": cmd_results,
                     "convert-checkpoint": cmd_convert, "bench": cmd_bench, "synth": cmd_synth,
-                    "eval-tracking": cmd_eval_tracking}
+                    "eval-tracking": cmd_eval_tracking, "train": cmd_train, "instructions": cmd_instructions,
+                    "eval": cmd_eval}
         return commands[args.command](args)
     except StreamFailed as e:
         if e.summary is not None:
@@ -179,6 +206,54 @@ def cmd_eval_tracking(args: argparse.Namespace) -> int:
               file=sys.stderr)
         gt = gt.truncated(pred.frames)
     print(json.dumps(tracking_metrics(gt, pred), indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from samstream.train.config import Stage, load_config
+    from samstream.train.trainer import train
+
+    overrides = {"out": args.out, "device": args.device}
+    config = load_config(args.config, overrides)
+    if args.steps:
+        config = config.model_copy(update={"stages": [Stage(name="smoke", steps=args.steps,
+                                                            levels=config.stages[-1].levels)],
+                                           "warmup_steps": min(config.warmup_steps, args.steps)})
+    folder = train(config, resume=not args.no_resume, progress=not args.quiet)
+    print(f"samstream train: model written to {folder} (load it with --model {folder})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from samstream.eval.evaluator import evaluate, markdown
+
+    data = Path(args.data)
+    if not data.is_dir():
+        raise ConfigError(f"--data {data}: no such folder")
+    report = evaluate(_load(args), data, keyframe_every=args.keyframe_every, max_items=args.max_items,
+                      progress=not args.quiet)
+    table = markdown(report)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        out.with_suffix(".md").write_text(table)
+    print(table, end="")
+    return 0
+
+
+def cmd_instructions(args: argparse.Namespace) -> int:
+    from samstream.data.engine import instruction_set, write_instructions
+    from samstream.data.formats import load_dataset
+
+    path = Path(args.dataset)
+    data = load_dataset(path, "images") if path.is_file() or (path / "images.json").exists() and not \
+        (path / "videos.json").exists() else load_dataset(path, "videos")
+    split = None if args.split == "all" else args.split
+    records = instruction_set(data, split=split, per_level=args.per_level, negatives=args.negatives, seed=args.seed,
+                              progress=True)
+    write_instructions(Path(args.out), records, str(path), split, args.seed)
+    print(f"samstream instructions: {len(records)} records written to {args.out}")
     return 0
 
 

@@ -67,6 +67,6 @@ def cockatoo(clips_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_segmenter():
-    from samstream.model.loader import load_segmenter
+    from samstream.model.loader import BUILTIN_TINY, load_segmenter
 
-    return load_segmenter(None, device="cpu")
+    return load_segmenter(BUILTIN_TINY, device="cpu")

@@ -27,7 +27,8 @@ def count_frames(path):
 
 
 def test_run_on_a_real_clip(realshort, tmp_path):
-    done = samstream("run", realshort, "--instruction", "the person", "--out", tmp_path / "out", "--quiet")
+    done = samstream("run", realshort, "--instruction", "the person", "--out", tmp_path / "out", "--quiet",
+                     "--model", "builtin:tiny-random")
     assert done.returncode == 0, done.stderr
     assert "36 frames" in done.stdout and "UNTRAINED" in done.stdout and "'the person'=concept" in done.stdout
     results = read_results(tmp_path / "out/results.jsonl")
@@ -56,7 +57,7 @@ def test_run_on_a_real_clip(realshort, tmp_path):
 
 def test_max_frames_and_keyframe_every(cockatoo, tmp_path):
     done = samstream("run", cockatoo, "--instruction", "bird", "--out", tmp_path, "--max-frames", 6,
-                     "--keyframe-every", 3, "--quiet")
+                     "--keyframe-every", 3, "--quiet", "--model", "builtin:tiny-random")
     assert done.returncode == 0, done.stderr
     results = read_results(tmp_path / "results.jsonl")
     assert len(results) == 6 and results[0].instances[0].mask.size == (720, 1280)

@@ -8,7 +8,8 @@
 
 The rules, in order (documented in docs/model.md, tested in tests/model/test_levels.py):
 1. complex if the text starts with an indefinite / wh- head ("who", "whoever", "what", "which one",
-   "something", "anything", "the one that", "the thing", "whatever", "objects that" ...), or contains a modal /
+   "something", "anything", "the one that", "the thing", "the red shape that", "whatever", "objects that" ...), or
+   contains a modal /
    purpose / prediction cue ("could", "can be", "might", "likely", "about to", "used to", "used for",
    "in order to", "able to", "going to");
 2. simple if, after a leading article, it contains a relation, position, order, count or clause word
@@ -28,7 +29,8 @@ AUTO = "auto"
 _COMPLEX_HEADS = re.compile(
     r"^(who|whom|whoever|whomever|what|whatever|which|whichever|where|something|anything|someone|anyone|"
     r"somebody|anybody|the one|the ones|one that|ones that|the thing|the things|the object that|"
-    r"the objects that|objects that|things that|an object that|an item that|items that|whatever)\b"
+    r"the objects that|objects that|things that|an object that|an item that|items that|whatever|"
+    r"the (\w+ )?(shape|shapes|thing|things|object|objects|item|items) that)\b"
 )
 _COMPLEX_CUES = re.compile(
     r"\b(could|can be|might|would|should|likely|about to|used to|used for|in order to|able to|"
@@ -38,7 +40,7 @@ _LEADING_ARTICLE = re.compile(r"^(the|a|an)\s+")
 _SIMPLE_CUES = re.compile(
     r"\b(that|which|who|with|without|in|on|at|of|near|next|behind|front|above|below|under|over|"
     r"between|beside|left|right|top|bottom|middle|center|centre|far|closest|nearest|largest|smallest|"
-    r"biggest|tallest|shortest|first|second|third|last|one|two|three|four|five|several|all|both|each|"
+    r"biggest|tallest|shortest|tiniest|\w+most|first|second|third|last|one|two|three|four|five|several|all|both|each|"
     r"every|wearing|holding|carrying|sitting|standing|walking|running|riding|is|are|than|more|most|less)\b"
 )
 

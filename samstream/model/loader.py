@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -17,7 +18,10 @@ from samstream.model.tiny import TINY_IMAGE_SIZE, UNTRAINED_BIRTH_THRESHOLD, UNT
 
 log = logging.getLogger(__name__)
 
-BUILTIN_TINY = "builtin:tiny-random"
+BUILTIN_TINY = "builtin:tiny-random"  # random weights from a fixed seed: fast, for tests of the plumbing
+BUILTIN_SMALL = "builtin:small"  # the small model the project trains and ships (docs/model-card.md)
+SHIPPED_FOLDER = Path(__file__).parent / "weights" / "small"
+MODEL_META_FILE = "samstream.json"  # beside config.json in folders samstream trained: thresholds, training run
 SAM3_SCORE_THRESHOLD = 0.5
 SAM3_BIRTH_THRESHOLD = 0.7
 
@@ -63,14 +67,26 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
     `image_size`: input size override; `compile`: torch.compile the vision backbone (CUDA)."""
     torch_device = resolve_device(device)
     autocast = _autocast_dtype(precision, torch_device)
-    if model in (None, BUILTIN_TINY):
+    model = model or default_model()
+    if model == BUILTIN_TINY:
         network, tokenizer = build_tiny_model(image_size=image_size)
         name, trained = BUILTIN_TINY, False
         threshold, birth = UNTRAINED_SCORE_THRESHOLD, UNTRAINED_BIRTH_THRESHOLD
     else:
+        name = model
+        if model == BUILTIN_SMALL:
+            if not (SHIPPED_FOLDER / "config.json").is_file():
+                raise ModelLoadError(f"{BUILTIN_SMALL} is not installed ({SHIPPED_FOLDER} is missing): "
+                                     "reinstall samstream, or train it with `samstream train configs/small.toml`")
+            model = str(SHIPPED_FOLDER)
         network, tokenizer = _from_pretrained(model, image_size)
-        name, trained = model, True
+        trained = True
         threshold, birth = SAM3_SCORE_THRESHOLD, SAM3_BIRTH_THRESHOLD
+        meta = _model_meta(Path(model).expanduser())
+        if meta:
+            threshold = float(meta.get("score_threshold", threshold))
+            birth = float(meta.get("birth_threshold", birth))
+            trained = bool(meta.get("trained", True))
         bundled = Path(model).expanduser() / ADAPTERS_FILE
         if adapters is None and bundled.is_file():
             adapters = str(bundled)
@@ -89,6 +105,21 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
             raise ModelLoadError("--compile needs a CUDA device")
         network.detector_model.vision_encoder = torch.compile(network.detector_model.vision_encoder)
     return segmenter
+
+
+def default_model() -> str:
+    """The shipped small model when installed, else the random tiny one."""
+    return BUILTIN_SMALL if (SHIPPED_FOLDER / "config.json").is_file() else BUILTIN_TINY
+
+
+def _model_meta(folder: Path) -> dict:
+    file = folder / MODEL_META_FILE
+    if not file.is_file():
+        return {}
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{file}: not JSON ({e})") from None
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -139,4 +170,4 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
-__all__ = ["BUILTIN_TINY", "TINY_IMAGE_SIZE", "load_segmenter", "resolve_device", "save_segmenter_model"]
+__all__ = ["BUILTIN_SMALL", "BUILTIN_TINY", "default_model", "TINY_IMAGE_SIZE", "load_segmenter", "resolve_device", "save_segmenter_model"]

@@ -200,12 +200,12 @@ def _image_embeddings(tracker, feats: list[torch.Tensor], top: torch.Tensor) -> 
     return high + [top]
 
 
-def _mask_as_output(tracker, features: FrameFeatures, prompts: torch.Tensor):
-    """SAM3's `_use_mask_as_output` for a batch of mask prompts on one frame: the prompt is the output (logits
-    -10 / +10), the SAM head only makes the object pointer. (transformers' version broadcasts the appearance
-    flag across the batch, so it is only right for one object.)"""
+def _mask_as_output(tracker, features: FrameFeatures | list[FrameFeatures], prompts: torch.Tensor):
+    """SAM3's `_use_mask_as_output` for a batch of mask prompts on one frame (or item i on frame features[i]): the
+    prompt is the output (logits -10 / +10), the SAM head only makes the object pointer. (transformers' version
+    broadcasts the appearance flag across the batch, so it is only right for one object.)"""
     b = len(prompts)
-    feats, _ = _stack_features(tracker, [features] * b)
+    feats, _ = _stack_features(tracker, features if isinstance(features, list) else [features] * b)
     height, width = tracker.backbone_feature_sizes[-1]
     top = feats[-1].permute(1, 2, 0).reshape(b, tracker.hidden_dim, height, width)
     dtype = top.dtype
@@ -231,6 +231,7 @@ class _SamOutput:
     high_res_masks: torch.Tensor  # (B, 1, S, S)
     object_pointer: torch.Tensor  # (B, C)
     object_score_logits: torch.Tensor  # (B, 1, 1)
+    raw_masks: torch.Tensor | None = None  # (B, h, w) the selected logits before absent objects are blanked
 
 
 def _propagate_group(tracker, features: list[FrameFeatures], steps: list[_Step], dtype: torch.dtype):
@@ -290,7 +291,7 @@ def _sam_head(tracker, image_embeddings: list[torch.Tensor], multimask: bool,
     appearing = (score_logits.reshape(b) > 0)
     index = torch.arange(b, device=device)
     best = iou.reshape(b, -1).argmax(dim=-1) if multimask else torch.zeros(b, dtype=torch.long, device=device)
-    low = low.reshape(b, -1, *low.shape[-2:])[index, best]  # (B, h, w)
+    low = raw = low.reshape(b, -1, *low.shape[-2:])[index, best]  # (B, h, w)
     low = torch.where(appearing[:, None, None], low, torch.full_like(low, _NO_OBJECT_LOGIT))
     tokens = tokens.reshape(b, -1, tokens.shape[-1])
     token = tokens[index, best] if multimask and tokens.shape[1] > 1 else tokens[:, 0]
@@ -300,7 +301,7 @@ def _sam_head(tracker, image_embeddings: list[torch.Tensor], multimask: bool,
     weight = appearing[:, None].to(pointer.dtype)
     pointer = weight * pointer + (1 - weight) * tracker.no_object_pointer
     return _SamOutput(pred_masks=low[:, None], high_res_masks=high, object_pointer=pointer,
-                      object_score_logits=score_logits.reshape(b, 1, 1))
+                      object_score_logits=score_logits.reshape(b, 1, 1), raw_masks=raw)
 
 
 def _encode_memory(tracker, feats: list[torch.Tensor], high_res_masks: torch.Tensor, score_logits: torch.Tensor,

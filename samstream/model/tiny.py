@@ -21,16 +21,19 @@ UNTRAINED_BIRTH_THRESHOLD = 0.24  # SAM3: 0.7
 
 def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258, width: int = TINY_WIDTH,
                       vit_width: int | None = None, vit_layers: int = 2, text_width: int = 64, text_layers: int = 2,
-                      detr_layers: int = 2, queries: int = 16) -> Sam3VideoConfig:
+                      detr_layers: int = 2, queries: int = 16, patch_size: int = TINY_PATCH_SIZE, bos_token_id: int | None = None,
+                      eos_token_id: int | None = None) -> Sam3VideoConfig:
     """A small SAM3 video config (detector + tracker). Defaults: the built-in tiny model; `SMALL` below
     is a bigger point between it and full SAM3 for benchmarks."""
-    d, grid = width, image_size // TINY_PATCH_SIZE
+    d, grid = width, image_size // patch_size
+    bos = vocab_size - 2 if bos_token_id is None else bos_token_id
+    eos = vocab_size - 1 if eos_token_id is None else eos_token_id
     vit_width = vit_width or d
     vision = dict(
         backbone_config=dict(
             model_type="sam3_vit_model", hidden_size=vit_width, intermediate_size=4 * vit_width,
             num_hidden_layers=vit_layers, num_attention_heads=max(4, vit_width // 64), image_size=image_size,
-            patch_size=TINY_PATCH_SIZE, window_size=grid // 2, global_attn_indexes=[vit_layers - 1],
+            patch_size=patch_size, window_size=grid // 2, global_attn_indexes=[vit_layers - 1],
             pretrain_image_size=image_size,
         ),
         fpn_hidden_size=d,
@@ -41,7 +44,7 @@ def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258, 
         vision_config=vision,
         text_config=dict(vocab_size=vocab_size, hidden_size=text_width, intermediate_size=2 * text_width,
                          projection_dim=text_width, num_hidden_layers=text_layers, num_attention_heads=4, max_position_embeddings=CONTEXT_LENGTH,
-                         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1),
+                         bos_token_id=bos, eos_token_id=eos, pad_token_id=eos),
         geometry_encoder_config=dict(hidden_size=d, num_layers=1, num_attention_heads=4, intermediate_size=2 * d),
         detr_encoder_config=dict(hidden_size=d, num_layers=detr_layers, num_attention_heads=4, intermediate_size=2 * d,
                                  dropout=0.0),
@@ -51,7 +54,7 @@ def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258, 
     )
     tracker = dict(
         vision_config=vision, image_size=image_size,
-        prompt_encoder_config=dict(hidden_size=d, image_size=image_size, patch_size=TINY_PATCH_SIZE),
+        prompt_encoder_config=dict(hidden_size=d, image_size=image_size, patch_size=patch_size),
         mask_decoder_config=dict(hidden_size=d, mlp_dim=2 * d, num_hidden_layers=2, num_attention_heads=4,
                                  iou_head_hidden_dim=d),
         memory_attention_hidden_size=d, memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=2 * d,
@@ -61,6 +64,11 @@ def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258, 
     )
     return Sam3VideoConfig(detector_config=detector, tracker_config=tracker, low_res_mask_size=4 * grid)
 
+
+# The shipped small model (trained by `samstream train configs/small.toml`): 112 px, patch 8 (a 14x14 grid, masks at
+# 56x56), ViT 96x3, text 96x2, DETR 128x2 with 16 queries; the tracker at width 128.
+SMALL_TRAINED = dict(image_size=112, patch_size=8, width=128, vit_width=96, vit_layers=3, text_width=96, text_layers=2,
+                     detr_layers=2, queries=16)
 
 # Between tiny and full SAM3 (1008 px, ViT 1024x32, text 1024x24, DETR 256x6, 200 queries): for benchmarks.
 SMALL = dict(image_size=336, width=256, vit_width=384, vit_layers=6, text_width=256, text_layers=4, detr_layers=3,

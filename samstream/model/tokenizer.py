@@ -29,3 +29,24 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
         tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=EOS,
         model_max_length=CONTEXT_LENGTH, do_lower_case=True,
     )
+
+
+def build_bpe_tokenizer(corpus: list[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `corpus` (instructions), CLIP's special tokens, lower-cased. Any
+    text still encodes (bytes are the base alphabet); frequent words become one token, so SAM3's 32-token context
+    holds whole instructions. Deterministic for the same corpus."""
+    from tokenizers import trainers
+
+    core = Tokenizer(models.BPE())
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator(sorted(set(corpus)), trainer=trainer)
+    bos, eos = core.token_to_id(BOS), core.token_to_id(EOS)
+    core.post_processor = processors.TemplateProcessing(single=f"{BOS} $A {EOS}", special_tokens=[(BOS, bos), (EOS, eos)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=EOS,
+        model_max_length=CONTEXT_LENGTH, do_lower_case=True,
+    )

@@ -3,12 +3,12 @@ import pytest
 import torch
 
 from samstream.errors import ModelLoadError
-from samstream.model.loader import load_segmenter, save_segmenter_model
+from samstream.model.loader import BUILTIN_TINY, load_segmenter, save_segmenter_model
 from samstream.model.tiny import build_tiny_model
 
 
 def test_builtin_model_is_seeded_and_reported_untrained(tiny_segmenter):
-    again = load_segmenter(None, device="cpu")
+    again = load_segmenter(BUILTIN_TINY, device="cpu")
     assert not again.info.trained and again.info.name == "builtin:tiny-random"
     for a, b in zip(tiny_segmenter.model.state_dict().values(), again.model.state_dict().values()):
         assert torch.equal(a, b)
@@ -22,7 +22,7 @@ def test_local_folder_round_trip_gives_identical_outputs(tmp_path, realshort):
     from samstream.streaming.sources import VideoFileSource
 
     rgb = next(iter(VideoFileSource(realshort))).rgb
-    original = load_segmenter(None, device="cpu")
+    original = load_segmenter(BUILTIN_TINY, device="cpu")
     original.model.load_state_dict(model.state_dict())
     a = original.detect(original.encode_frame(rgb), ["a person"], ["concept"])[0]
     b = loaded.detect(loaded.encode_frame(rgb), ["a person"], ["concept"])[0]
@@ -46,8 +46,8 @@ def test_unknown_device():
 def test_image_size_override_keeps_weights_and_changes_input(realshort):
     from samstream.streaming.sources import VideoFileSource
 
-    resized = load_segmenter(None, device="cpu", image_size=168)
-    base = load_segmenter(None, device="cpu")
+    resized = load_segmenter(BUILTIN_TINY, device="cpu", image_size=168)
+    base = load_segmenter(BUILTIN_TINY, device="cpu")
     assert resized.info.image_size == 168
     a, b = resized.model.state_dict(), base.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in b if a[k].shape == b[k].shape)
@@ -57,10 +57,10 @@ def test_image_size_override_keeps_weights_and_changes_input(realshort):
     out = resized.detect(features, ["person"], ["concept"])[0]
     assert out.masks.shape[1:] == (240, 320)
     with pytest.raises(ModelLoadError, match="multiple of the patch size 14"):
-        load_segmenter(None, device="cpu", image_size=100)
+        load_segmenter(BUILTIN_TINY, device="cpu", image_size=100)
 
 
 def test_half_precision_needs_cuda():
     with pytest.raises(ModelLoadError, match="precision bf16 needs a CUDA device"):
-        load_segmenter(None, device="cpu", precision="bf16")
-    assert load_segmenter(None, device="cpu", precision="auto").autocast_dtype is None
+        load_segmenter(BUILTIN_TINY, device="cpu", precision="bf16")
+    assert load_segmenter(BUILTIN_TINY, device="cpu", precision="auto").autocast_dtype is None

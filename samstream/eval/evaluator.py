@@ -1,0 +1,188 @@
+"""`samstream eval --model M --data DIR`: run a model over a dataset through the worker's tracking path and
+score it. Images (COCO `images.json`) give the instruction-segmentation metrics per level; videos
+(YouTube-VIS `videos.json`) give J&F and HOTA / IDF1 / MOTA per instruction, averaged per level.
+
+Instructions come from `DIR/images.instructions.json` / `DIR/videos.instructions.json` (written by
+`samstream instructions`), or, when those are missing, are generated from the held-out templates (seed 0).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from samstream.data.engine import instruction_set
+from samstream.data.formats import decode_rle, load_dataset
+from samstream.eval.segmentation import SampleResult, score_sample, summarize
+from samstream.eval.tracking import TrackSequence, _rle, tracking_metrics
+from samstream.model.levels import LEVELS
+from samstream.model.segmenter import Segmenter
+from samstream.streaming.rle import encode_masks
+from samstream.streaming.sources import VideoFileSource
+from samstream.tracker.session import TrackerConfig, TrackingSession
+
+VIDEO_METRICS = ("J&F", "J", "F", "HOTA", "IDF1", "MOTA")
+
+
+def instruction_records(data_dir: Path, kind: str, data: dict) -> list[dict]:
+    file = data_dir / f"{kind}.instructions.json"
+    if file.exists():
+        return json.loads(file.read_text())["instructions"]
+    return instruction_set(data, split="heldout", seed=0)
+
+
+def evaluate(segmenter: Segmenter, data_dir: Path, keyframe_every: int = 5, max_items: int | None = None,
+             progress: bool = True) -> dict:
+    data_dir = Path(data_dir)
+    report: dict = {"model": segmenter.info.name, "data": str(data_dir), "keyframe_every": keyframe_every}
+    found = False
+    if (data_dir / "images.json").exists():
+        found = True
+        report["images"] = evaluate_images(segmenter, data_dir, max_items, progress)
+    if (data_dir / "videos.json").exists():
+        found = True
+        report["videos"] = evaluate_videos(segmenter, data_dir, keyframe_every, max_items, progress)
+    if not found:
+        raise FileNotFoundError(f"{data_dir}: no images.json or videos.json (make a set with `samstream synth`)")
+    return report
+
+
+def _sessions_config(segmenter: Segmenter, keyframe_every: int) -> TrackerConfig:
+    return TrackerConfig(keyframe_every=keyframe_every)
+
+
+def evaluate_images(segmenter: Segmenter, data_dir: Path, max_items: int | None = None, progress: bool = True) -> dict:
+    """A one-frame stream per image. With no later frame to confirm a track, the birth bar is the detection bar."""
+    data = load_dataset(data_dir, "images")
+    records = instruction_records(data_dir, "images", data)
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    for record in records:
+        by_image[record["image_id"]].append(record)
+    masks = {ann["id"]: ann["segmentation"] for ann in data["annotations"]}
+    images = [img for img in data["images"] if img["id"] in by_image][:max_items]
+    config = TrackerConfig(keyframe_every=1, birth_threshold=segmenter.info.score_threshold)
+    samples: list[SampleResult] = []
+    for image in tqdm(images, desc="eval images", unit="image", disable=not progress):
+        bgr = cv2.imread(str(data_dir / image["file_name"]))
+        if bgr is None:
+            raise ValueError(f"{data_dir / image['file_name']}: cannot read image")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        items = by_image[image["id"]]
+        texts = list(dict.fromkeys(r["instruction"] for r in items))
+        levels = [next(r["level"] for r in items if r["instruction"] == t) for t in texts]
+        instances = TrackingSession(segmenter, texts, config, levels=levels).update(rgb)
+        for record in items:
+            chosen = [i for i, text in enumerate(instances.instructions) if text == record["instruction"]]
+            prediction = instances.masks[chosen].any(0) if chosen else np.zeros(rgb.shape[:2], bool)
+            truth = np.zeros(rgb.shape[:2], bool)
+            for ann_id in record["targets"]:
+                truth |= decode_rle(masks[ann_id])
+            samples.append(score_sample(record["level"], prediction, truth))
+    return {"levels": summarize(samples), "instructions": len(samples), "images": len(images)}
+
+
+def _frames(data_dir: Path, video: dict):
+    if "file" in video:
+        for frame in VideoFileSource(data_dir / video["file"]):
+            yield frame.rgb
+    else:
+        for name in video["file_names"]:
+            bgr = cv2.imread(str(data_dir / name))
+            if bgr is None:
+                raise ValueError(f"{data_dir / name}: cannot read frame")
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def evaluate_videos(segmenter: Segmenter, data_dir: Path, keyframe_every: int = 5, max_items: int | None = None,
+                    progress: bool = True) -> dict:
+    """All instructions of a video in one tracking session (as a worker runs a stream)."""
+    data = load_dataset(data_dir, "videos")
+    records = instruction_records(data_dir, "videos", data)
+    by_video: dict[int, list[dict]] = defaultdict(list)
+    for record in records:
+        by_video[record["video_id"]].append(record)
+    videos = [v for v in data["videos"] if v["id"] in by_video][:max_items]
+    per_record: list[tuple[dict, dict | None]] = []
+    for video in tqdm(videos, desc="eval videos", unit="video", disable=not progress):
+        items = by_video[video["id"]]
+        texts = list(dict.fromkeys(r["instruction"] for r in items))
+        levels = [next(r["level"] for r in items if r["instruction"] == t) for t in texts]
+        session = TrackingSession(segmenter, texts, _sessions_config(segmenter, keyframe_every), levels=levels)
+        tracks: dict[str, tuple[list[list[int]], list[list[dict]]]] = {t: ([], []) for t in texts}
+        for rgb in _frames(data_dir, video):
+            instances = session.update(rgb)
+            rles = encode_masks(instances.masks) if len(instances.scores) else []
+            for text in texts:
+                ids, frame_rles = [], []
+                for i, inst_text in enumerate(instances.instructions):
+                    if inst_text == text:
+                        ids.append(int(instances.ids[i]))
+                        frame_rles.append(_rle({"size": list(rles[i].size), "counts": rles[i].counts}))
+                tracks[text][0].append(ids)
+                tracks[text][1].append(frame_rles)
+        for record in items:
+            ids, rles = tracks[record["instruction"]]
+            pred = TrackSequence(video["height"], video["width"], ids, rles)
+            if not record["targets"]:
+                per_record.append((record, {"empty": not any(ids)}))
+                continue
+            gt = ground_truth_of(data, video, set(record["targets"]))
+            per_record.append((record, tracking_metrics(gt, pred.truncated(gt.frames))))
+    return {"levels": _video_summary(per_record), "instructions": len(per_record), "videos": len(videos)}
+
+
+def ground_truth_of(data: dict, video: dict, ann_ids: set[int]) -> TrackSequence:
+    length = video["length"]
+    ids: list[list[int]] = [[] for _ in range(length)]
+    rles: list[list[dict]] = [[] for _ in range(length)]
+    for ann in data["annotations"]:
+        if ann["id"] in ann_ids:
+            for t, seg in enumerate(ann["segmentations"]):
+                if seg is not None:
+                    ids[t].append(int(ann["id"]))
+                    rles[t].append(_rle(seg))
+    return TrackSequence(video["height"], video["width"], ids, rles)
+
+
+def _video_summary(per_record: list[tuple[dict, dict | None]]) -> dict:
+    out = {}
+    for level in (*LEVELS, "all"):
+        chosen = [(r, m) for r, m in per_record if level == "all" or r["level"] == level]
+        positives = [m for r, m in chosen if r["targets"]]
+        negatives = [m for r, m in chosen if not r["targets"]]
+        if not chosen:
+            continue
+        summary = {"samples": len(positives), "negatives": len(negatives)}
+        for key in VIDEO_METRICS:
+            summary[key] = float(np.mean([m[key] for m in positives])) if positives else None
+        summary["no_target_accuracy"] = float(np.mean([m["empty"] for m in negatives])) if negatives else None
+        out[level] = summary
+    return out
+
+
+def markdown(report: dict) -> str:
+    """The report as markdown tables (what the model card shows)."""
+    lines = [f"Model `{report['model']}` on `{report['data']}` (keyframes every {report['keyframe_every']} frames)", ""]
+    if "images" in report:
+        lines += ["| images: level | samples | gIoU | cIoU | P@0.5 | negatives | no-target acc. |",
+                  "|---|---|---|---|---|---|---|"]
+        for level, s in report["images"]["levels"].items():
+            lines.append(f"| {level} | {s['samples']} | {_f(s['gIoU'])} | {_f(s['cIoU'])} | {_f(s['P@0.5'])} | "
+                         f"{s['negatives']} | {_f(s['no_target_accuracy'])} |")
+        lines.append("")
+    if "videos" in report:
+        lines += ["| videos: level | samples | J&F | HOTA | IDF1 | MOTA | negatives | no-target acc. |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for level, s in report["videos"]["levels"].items():
+            lines.append(f"| {level} | {s['samples']} | {_f(s['J&F'])} | {_f(s['HOTA'])} | {_f(s['IDF1'])} | "
+                         f"{_f(s['MOTA'])} | {s['negatives']} | {_f(s['no_target_accuracy'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _f(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

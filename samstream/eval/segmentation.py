@@ -1,0 +1,65 @@
+"""Instruction-segmentation metrics, per instruction level (definitions as in SAM3-I / ReasonSeg; see
+docs/evaluation.md). A sample is one instruction on one image: its prediction is the union of the instances
+returned for it, its ground truth the union of its targets.
+
+- gIoU: the mean of per-sample IoUs over samples with targets;
+- cIoU: total intersection / total union over samples with targets (large objects weigh more);
+- P@0.5: the share of samples with targets whose IoU exceeds 0.5;
+- no-target accuracy: the share of negatives (no targets) for which nothing is returned.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from samstream.model.levels import LEVELS
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    level: str
+    negative: bool
+    intersection: int
+    union: int
+    predicted_pixels: int
+
+    @property
+    def iou(self) -> float:
+        return self.intersection / self.union if self.union else 1.0
+
+
+def score_sample(level: str, prediction: np.ndarray, truth: np.ndarray) -> SampleResult:
+    """(H, W) bool prediction and ground-truth unions -> one sample's counts."""
+    if prediction.shape != truth.shape:
+        raise ValueError(f"prediction is {prediction.shape}, ground truth {truth.shape}")
+    inter = int(np.logical_and(prediction, truth).sum())
+    union = int(np.logical_or(prediction, truth).sum())
+    return SampleResult(level, not truth.any(), inter, union, int(prediction.sum()))
+
+
+def summarize(samples: list[SampleResult]) -> dict:
+    """{level: {gIoU, cIoU, P@0.5, samples, negatives, no_target_accuracy}} plus 'all'."""
+    by_level: dict[str, list[SampleResult]] = defaultdict(list)
+    for s in samples:
+        by_level[s.level].append(s)
+    report = {level: _summary(by_level[level]) for level in LEVELS if by_level.get(level)}
+    report["all"] = _summary(samples)
+    return report
+
+
+def _summary(samples: list[SampleResult]) -> dict:
+    positives = [s for s in samples if not s.negative]
+    negatives = [s for s in samples if s.negative]
+    ious = np.array([s.iou for s in positives])
+    total_union = sum(s.union for s in positives)
+    return {
+        "samples": len(positives),
+        "gIoU": float(ious.mean()) if len(ious) else None,
+        "cIoU": float(sum(s.intersection for s in positives) / total_union) if total_union else None,
+        "P@0.5": float((ious > 0.5).mean()) if len(ious) else None,
+        "negatives": len(negatives),
+        "no_target_accuracy": float(np.mean([s.predicted_pixels == 0 for s in negatives])) if negatives else None,
+    }

@@ -1,0 +1,1 @@
+"""Training and fine-tuning: `samstream train CONFIG` (docs/finetuning.md)."""

@@ -1,0 +1,86 @@
+"""Training configs: a TOML file (configs/*.toml) read into a validated `TrainConfig`."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from samstream.errors import ConfigError
+from samstream.model.levels import LEVELS
+
+
+class Stage(BaseModel):
+    """One stage of training: `steps` steps drawing instructions of these levels (weights). SAM3-I trains
+    simple, then complex, then joint; the small model trains all levels at once."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "joint"
+    steps: int = Field(gt=0)
+    levels: dict[str, float] = Field(default_factory=lambda: {level: 1.0 for level in LEVELS})
+
+    @field_validator("levels")
+    @classmethod
+    def _known_levels(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(LEVELS)
+        if unknown or not any(v > 0 for v in value.values()):
+            raise ValueError(f"levels must weight some of {', '.join(LEVELS)} (got {value})")
+        return value
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # what to train
+    model: str = "small"  # "small" (the shipped size) or "tiny": a new model; else a sam3_video folder / hub id
+    tokenizer_scenes: int = Field(1500, gt=0)  # new models: world scenes whose instructions train the BPE
+    mode: Literal["full", "adapters", "lora"] = "full"  # adapters: SAM3 frozen, SAM3-I adapters only
+    lora_rank: int = 16  # SAM3-I's LoRA alternative: r=16, alpha=32
+    lora_alpha: int = 32
+    train_tracker: bool = True  # also train memory propagation (world videos only)
+    # data
+    data: str = "world"  # "world" (rendered on the fly) or a COCO-format annotation file
+    images_root: str | None = None  # COCO images folder (default: the annotation file's folder)
+    negative_rate: float = Field(0.15, ge=0, lt=1)
+    max_gap: int = Field(6, ge=1)  # tracker pairs are 1..max_gap frames apart
+    # optimisation
+    stages: list[Stage] = Field(default_factory=lambda: [Stage(steps=1000)])
+    batch_pairs: int = Field(8, gt=0)  # frame pairs per step (two frames each: 2x images)
+    lr: float = Field(8e-4, gt=0)
+    min_lr_ratio: float = Field(0.05, ge=0, le=1)  # cosine decay to lr * this
+    warmup_steps: int = Field(200, ge=0)
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    # machine
+    device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on CUDA
+    gradient_checkpointing: bool = False
+    threads: int | None = None  # CPU threads (default: torch's)
+    # output
+    out: str = "runs/train"
+    checkpoint_every: int = Field(500, gt=0)
+    log_every: int = Field(20, gt=0)
+    validation_samples: int = Field(256, ge=0)  # held-out samples to choose the score threshold on
+
+    @property
+    def total_steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"training config {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return TrainConfig(**raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from None

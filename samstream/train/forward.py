@@ -1,0 +1,77 @@
+"""One training forward of a SAM3 video model with SAM3-I adapters: the shared backbone over a batch of frame
+pairs, the routed detector on every frame, and the memory tracker carrying one object from t0 to t1."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase, Sam3VideoModel
+
+from samstream.model.sam3_memory import _Entry, _mask_as_output, _propagate_group, _Step, _encode_memory
+from samstream.model.sam3i import Sam3I, Sam3IAdapters
+from samstream.model.segmenter import FrameFeatures
+from samstream.model.tokenizer import CONTEXT_LENGTH
+from samstream.train.losses import LossWeights, detection_loss, tracker_loss
+from samstream.train.world_batches import Batch
+
+
+class _Frame:
+    """The tracker-feature slice of one batch item, in the layout `sam3_memory` reads."""
+
+    def __init__(self, feats: list[torch.Tensor], pos: list[torch.Tensor], i: int) -> None:
+        self.tracker_feats = [f[:, i: i + 1] for f in feats]
+        self.tracker_pos = [p[:, i: i + 1] for p in pos]
+
+
+class TrainModule(nn.Module):
+    """model + adapters as one module (what DDP wraps); `forward(batch)` returns the loss terms."""
+
+    def __init__(self, model: Sam3VideoModel, adapters: Sam3IAdapters, tokenizer: PreTrainedTokenizerBase,
+                 weights: LossWeights = LossWeights(), train_tracker: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.adapters = adapters
+        self.tokenizer = tokenizer
+        self.weights = weights
+        self.train_tracker = train_tracker
+        self.sam3i = Sam3I(model.detector_model, adapters)
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        device = next(self.model.parameters()).device
+        detector = self.model.detector_model
+        pixels = batch.pixels.to(device)
+        vision = detector.get_vision_features(pixel_values=pixels)
+        tokens = self.tokenizer(batch.texts, padding="max_length", max_length=CONTEXT_LENGTH, truncation=True,
+                                return_tensors="pt").to(device)
+        with self.sam3i.routing(batch.levels):
+            out = detector(vision_embeds=vision, input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
+        losses = detection_loss(out, batch.targets, self.weights)
+        if self.train_tracker and len(batch.track_prompts):
+            track = self._track(vision, batch, device)
+            losses.update({k: v for k, v in track.items() if k != "loss"})
+            losses["loss"] = losses["loss"] + track["loss"]
+        return losses
+
+    def _track(self, vision, batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
+        tracker = self.model.tracker_model
+        feats, pos = self.model.get_vision_features_for_tracker(vision_embeds=vision)
+        pairs = len(batch.track_prompts)
+        size = batch.pixels.shape[-1]
+        first = [FrameFeatures(size, size, _Frame(feats, pos, i)) for i in range(pairs)]
+        second = [FrameFeatures(size, size, _Frame(feats, pos, pairs + i)) for i in range(pairs)]
+        prompts = batch.track_prompts.to(device)
+        cond, cond_feats = _mask_as_output(tracker, first, prompts)
+        encoded = _encode_memory(tracker, cond_feats, cond.high_res_masks, cond.object_score_logits, binarize=True)
+        steps = [_Step(None, i, [(0, _Entry(cond.object_pointer[i: i + 1], *encoded(i)))], [gap],  # type: ignore[arg-type]
+                       [cond.object_pointer[i: i + 1]]) for i, gap in enumerate(batch.track_gaps)]
+        out, _ = _propagate_group(tracker, second, steps, pixels_dtype(self.model))
+        targets = batch.track_targets.to(device)
+        logits = out.raw_masks
+        if logits.shape[-2:] != targets.shape[-2:]:
+            logits = nn.functional.interpolate(logits[:, None], size=targets.shape[-2:], mode="bilinear",
+                                               align_corners=False)[:, 0]
+        return tracker_loss(logits, out.object_score_logits.reshape(-1), targets, self.weights)
+
+
+def pixels_dtype(model: nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype

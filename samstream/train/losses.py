@@ -1,0 +1,139 @@
+"""SAM3 / SAM3-I detection losses: Hungarian matching of queries to targets (lap), query classification,
+presence, box L1 + GIoU, mask BCE + dice, a semantic-mask loss; and the tracker's propagation loss.
+
+Scores are trained to be calibrated (plain BCE, not alpha-0.25 focal: see ../shared training notes):
+a query's score is p(match | present) * p(present), and SAM3 supervises p(match) only where the concept is
+present, p(present) everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lap
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from samstream.train.world_batches import DetectionTarget
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    cls: float = 2.0
+    presence: float = 2.0
+    box_l1: float = 5.0
+    giou: float = 2.0
+    mask_bce: float = 5.0
+    dice: float = 5.0
+    semantic: float = 1.0
+    track_mask: float = 5.0
+    track_score: float = 1.0
+
+
+def box_giou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise generalized IoU of xyxy boxes: (N, 4), (M, 4) -> (N, M)."""
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.max(a[:, None, :2], b[None, :, :2])
+    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    union = area_a[:, None] + area_b[None] - inter
+    iou = inter / union.clamp(min=1e-6)
+    lt_c = torch.min(a[:, None, :2], b[None, :, :2])
+    rb_c = torch.max(a[:, None, 2:], b[None, :, 2:])
+    hull = (rb_c - lt_c).clamp(min=0).prod(-1)
+    return iou - (hull - union) / hull.clamp(min=1e-6)
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-row dice loss of (N, P) logits vs (N, P) soft targets."""
+    p = logits.sigmoid()
+    if weight is not None:
+        p, targets = p * weight, targets * weight
+    return 1 - (2 * (p * targets).sum(-1) + 1) / (p.sum(-1) + targets.sum(-1) + 1)
+
+
+def pairwise_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(Q, P) logits, (N, P) targets -> (Q, N) dice cost."""
+    p = logits.sigmoid()
+    numerator = 2 * p @ targets.T + 1
+    return 1 - numerator / (p.sum(-1)[:, None] + targets.sum(-1)[None] + 1)
+
+
+@torch.no_grad()
+def match(logits: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor, target: DetectionTarget,
+          weights: LossWeights) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hungarian matching of one sample's Q queries to its N targets: (query indices, target indices)."""
+    n = len(target.masks)
+    if n == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty
+    cost = (-weights.cls * logits.sigmoid()[:, None]
+            + weights.box_l1 * torch.cdist(boxes, target.boxes, p=1)
+            - weights.giou * box_giou(boxes, target.boxes)
+            + weights.dice * pairwise_dice_cost(masks.flatten(1), target.masks.flatten(1)))  # (Q, N)
+    _, x, _ = lap.lapjv(cost.T.double().cpu().numpy(), extend_cost=True)  # x[target] = query
+    targets = np.arange(n)
+    return torch.as_tensor(x, dtype=torch.long), torch.as_tensor(targets, dtype=torch.long)
+
+
+def detection_loss(out, targets: list[DetectionTarget], weights: LossWeights) -> dict[str, torch.Tensor]:
+    """SAM3's detector losses over a batch; returns each term (weighted) and their sum as 'loss'."""
+    device = out.pred_logits.device
+    terms = {k: torch.zeros((), device=device) for k in ("cls", "presence", "box_l1", "giou", "mask_bce", "dice",
+                                                        "semantic")}
+    mask_size = out.pred_masks.shape[-2:]
+    present = torch.tensor([len(t.masks) > 0 for t in targets], dtype=torch.float32, device=device)
+    terms["presence"] = F.binary_cross_entropy_with_logits(out.presence_logits.reshape(-1), present)
+    matched = 0
+    for b, target in enumerate(targets):
+        target = DetectionTarget(target.masks.to(device), target.boxes.to(device), target.ignore.to(device))
+        keep = (~target.ignore).float().flatten()
+        if out.semantic_seg is not None:
+            union = target.masks.amax(0) if len(target.masks) else torch.zeros(mask_size, device=device)
+            semantic = F.interpolate(out.semantic_seg[b: b + 1].float(), size=mask_size, mode="bilinear",
+                                     align_corners=False)[0, 0]
+            terms["semantic"] = terms["semantic"] + (F.binary_cross_entropy_with_logits(
+                semantic.flatten(), (union > 0.5).float().flatten(), reduction="none") * keep).mean()
+        if len(target.masks) == 0:
+            continue  # a negative: only presence (and the semantic mask) learn from it
+        logits, boxes, masks = out.pred_logits[b], out.pred_boxes[b], out.pred_masks[b]
+        q, t = match(logits, boxes, masks, target, weights)
+        labels = torch.zeros_like(logits)
+        labels[q] = 1.0
+        terms["cls"] = terms["cls"] + F.binary_cross_entropy_with_logits(logits, labels)
+        terms["box_l1"] = terms["box_l1"] + F.l1_loss(boxes[q], target.boxes[t], reduction="sum")
+        terms["giou"] = terms["giou"] + (1 - torch.diag(box_giou(boxes[q], target.boxes[t]))).sum()
+        pred = masks[q].flatten(1)
+        goal = target.masks[t].flatten(1)
+        terms["mask_bce"] = terms["mask_bce"] + (F.binary_cross_entropy_with_logits(
+            pred, goal, reduction="none") * keep).mean(-1).sum()
+        terms["dice"] = terms["dice"] + dice_loss(pred, goal, keep).sum()
+        matched += len(q)
+    batch = len(targets)
+    positives = max(int(present.sum().item()), 1)
+    norm = max(matched, 1)
+    scaled = {
+        "cls": terms["cls"] / positives, "presence": terms["presence"], "box_l1": terms["box_l1"] / norm,
+        "giou": terms["giou"] / norm, "mask_bce": terms["mask_bce"] / norm, "dice": terms["dice"] / norm,
+        "semantic": terms["semantic"] / batch,
+    }
+    weighted = {k: v * getattr(weights, k) for k, v in scaled.items()}
+    weighted["loss"] = sum(weighted.values())
+    return weighted
+
+
+def tracker_loss(mask_logits: torch.Tensor, score_logits: torch.Tensor, targets: torch.Tensor,
+                 weights: LossWeights) -> dict[str, torch.Tensor]:
+    """(P, m, m) propagated mask logits and (P,) object-score logits vs (P, m, m) targets (empty: gone)."""
+    present = (targets.flatten(1).amax(-1) > 0.5).float()
+    score = F.binary_cross_entropy_with_logits(score_logits.reshape(-1), present)
+    mask = torch.zeros((), device=mask_logits.device)
+    if present.any():
+        rows = present.bool()
+        pred, goal = mask_logits[rows].flatten(1).float(), targets[rows].flatten(1)
+        mask = F.binary_cross_entropy_with_logits(pred, goal) + dice_loss(pred, goal).mean()
+    out = {"track_mask": mask * weights.track_mask, "track_score": score * weights.track_score}
+    out["loss"] = out["track_mask"] + out["track_score"]
+    return out

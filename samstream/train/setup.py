@@ -1,0 +1,114 @@
+"""Building what a training run trains: a new small model or a loaded checkpoint, its tokenizer and SAM3-I
+adapters, with the parameters each mode trains (full, adapters only, LoRA via peft)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoTokenizer, Sam3VideoModel
+
+from samstream.data.engine import objects_in_frame, world_generator
+from samstream.data.world import make_scene, object_mask, render
+from samstream.errors import ConfigError
+from samstream.model.adapter_io import ADAPTERS_FILE, load_adapters
+from samstream.model.sam3i import Sam3IAdapters
+from samstream.model.tiny import SMALL_TRAINED, tiny_video_config
+from samstream.model.tokenizer import build_bpe_tokenizer
+from samstream.train.config import TrainConfig
+
+NEW_MODEL_SIZES = {"small": SMALL_TRAINED, "tiny": {}}  # "tiny": the built-in tiny sizes (fast; for tests)
+TOKENIZER_SCENES = 1500  # world scenes whose (training-template) instructions train the small model's BPE
+TOKENIZER_VOCAB = 640
+LORA_TARGETS = r".*(q_proj|v_proj|k_proj|o_proj)$"  # attention projections of every transformer block
+
+
+@dataclass
+class Trainable:
+    model: Sam3VideoModel
+    adapters: Sam3IAdapters
+    tokenizer: object
+    image_size: int
+    mask_size: int
+
+
+def instruction_corpus(scenes: int = TOKENIZER_SCENES, seed: int = 12345) -> list[str]:
+    """Training-split instructions of `scenes` random world scenes (held-out templates excluded)."""
+    generator = world_generator()
+    corpus: set[str] = set()
+    for i in range(scenes):
+        scene = make_scene(seed + i, 1)
+        _, visible = render(scene, 0, 96, 96)
+        silhouettes = {o.id: object_mask(o, 0, 96, 96) for o in scene.objects}
+        objects = objects_in_frame(scene, visible, silhouettes)
+        corpus.update(inst.text for inst in generator.all_positive(objects, "train"))
+        corpus.update(inst.text for inst in generator.all_negative(objects, "train"))
+    return sorted(corpus)
+
+
+def build_trainable(config: TrainConfig, device: torch.device) -> Trainable:
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    if config.model in NEW_MODEL_SIZES:
+        tokenizer = build_bpe_tokenizer(instruction_corpus(config.tokenizer_scenes), TOKENIZER_VOCAB)
+        model = Sam3VideoModel(tiny_video_config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                                 eos_token_id=tokenizer.eos_token_id, **NEW_MODEL_SIZES[config.model]))
+        adapters = Sam3IAdapters.fresh(model.detector_model)
+    else:
+        path = Path(config.model).expanduser()
+        try:
+            model = Sam3VideoModel.from_pretrained(str(path) if path.exists() else config.model)
+            tokenizer = AutoTokenizer.from_pretrained(str(path) if path.exists() else config.model)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot load model {config.model}: {str(e).splitlines()[0][:200]}") from e
+        bundled = path / ADAPTERS_FILE
+        adapters = load_adapters(model.detector_model, str(bundled)) if bundled.is_file() else \
+            Sam3IAdapters.fresh(model.detector_model)
+    model.to(device)
+    adapters.to(device)
+    image_size = model.config.detector_config.vision_config.backbone_config.image_size
+    mask_size = int(model.config.low_res_mask_size)
+    _set_trainable(model, adapters, config)
+    if config.gradient_checkpointing:
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise ConfigError("this model does not support gradient checkpointing")
+        model.gradient_checkpointing_enable()
+    return Trainable(model, adapters, tokenizer, image_size, mask_size)
+
+
+def _set_trainable(model: Sam3VideoModel, adapters: Sam3IAdapters, config: TrainConfig) -> None:
+    if config.mode == "full":
+        for p in (*model.parameters(), *adapters.parameters()):
+            p.requires_grad_(True)
+        return
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if config.mode == "adapters":
+        for p in adapters.parameters():
+            p.requires_grad_(True)
+        return
+    # LoRA (peft) on the detector's attention projections; the SAM3-I adapters stay as loaded.
+    from peft import LoraConfig, inject_adapter_in_model
+
+    for p in adapters.parameters():
+        p.requires_grad_(False)
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=LORA_TARGETS, lora_dropout=0.0)
+    inject_adapter_in_model(lora, model.detector_model)
+
+
+def merge_lora(model: nn.Module) -> None:
+    """Fold LoRA deltas into the base weights (exported models load with plain transformers)."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+            setattr(parent, name.rsplit(".", 1)[-1], module.get_base_layer())
+
+
+def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    return {name: p for name, p in module.named_parameters() if p.requires_grad}

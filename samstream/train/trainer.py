@@ -1,0 +1,149 @@
+"""`samstream train CONFIG`: the training loop (stages, cosine schedule, checkpoints, resume, loss log, DDP)
+and the export of a model folder that `samstream run --model` and `load_segmenter` read."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from samstream.model.loader import resolve_device, save_segmenter_model
+from samstream.train.calibrate import choose_threshold
+from samstream.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from samstream.train.config import TrainConfig
+from samstream.train.forward import TrainModule
+from samstream.train.setup import build_trainable, merge_lora, trainable_parameters
+from samstream.train.world_batches import WorldBatches
+
+MODEL_META_FILE = "samstream.json"  # trained-model metadata beside config.json: thresholds, training run
+BIRTH_MARGIN = 0.15  # a new track needs score >= threshold + this (SAM3: 0.5 -> 0.7, capped below 0.95)
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(config.total_steps - config.warmup_steps, 1)
+    floor = config.lr * config.min_lr_ratio
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun; (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return (torch.distributed.get_rank() if world > 1 else 0), world
+
+
+def _batches(config: TrainConfig, trainable, stage_index: int, rank: int, split: str = "train"):
+    stage = config.stages[stage_index]
+    if config.data == "world":
+        return WorldBatches(trainable.image_size, trainable.mask_size, seed=config.seed * 1000 + stage_index * 97 + rank,
+                            split=split, negative_rate=config.negative_rate, level_weights=stage.levels,
+                            max_gap=config.max_gap)
+    from samstream.train.coco_batches import CocoBatches
+
+    return CocoBatches(config.data, trainable.image_size, trainable.mask_size, images_root=config.images_root,
+                       seed=config.seed * 1000 + stage_index * 97 + rank, split=split,
+                       negative_rate=config.negative_rate, level_weights=stage.levels)
+
+
+def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
+    """Run (or resume) training; returns the exported model folder (`<out>/model`)."""
+    rank, world = _distributed()
+    device = resolve_device(config.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainable = build_trainable(config, device)
+    module = TrainModule(trainable.model, trainable.adapters, trainable.tokenizer,
+                         train_tracker=config.train_tracker and config.data == "world").to(device).train()
+    params = trainable_parameters(module)
+    decay = [p for n, p in params.items() if p.ndim >= 2]
+    no_decay = [p for n, p in params.items() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    step = 0
+    checkpoint = latest_checkpoint(out) if resume else None
+    if checkpoint is not None:
+        step = load_checkpoint(checkpoint, module, optimizer)["step"]
+    (out / "config.json").write_text(config.model_dump_json(indent=1))
+    runner = module
+    if world > 1:
+        runner = torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.precision == "bf16" and device.type == "cuda" \
+        else torch.autocast("cpu", enabled=False)
+    log = (out / "train_log.jsonl").open("a") if rank == 0 else None
+    bar = tqdm(total=config.total_steps, initial=step, desc="train", unit="step", disable=not progress or rank != 0)
+    started = time.time()
+    try:
+        stage_end = 0
+        for index, stage in enumerate(config.stages):
+            stage_start, stage_end = stage_end, stage_end + stage.steps
+            if step >= stage_end:
+                continue
+            batches = _batches(config, trainable, index, rank)
+            batches.skip(step - stage_start)
+            while step < stage_end:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, config)
+                batch = batches.sample(config.batch_pairs)
+                with autocast:
+                    losses = runner(batch)
+                optimizer.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), config.grad_clip)
+                optimizer.step()
+                step += 1
+                bar.update(1)
+                if log is not None and (step % config.log_every == 0 or step == 1):
+                    record = {"step": step, "stage": stage.name, "lr": lr_at(step - 1, config),
+                              "grad_norm": round(float(grad_norm), 4), "elapsed_s": round(time.time() - started, 1),
+                              **{k: round(float(v.detach()), 5) for k, v in losses.items()}}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{record['loss']:.3f}")
+                if rank == 0 and (step % config.checkpoint_every == 0 or step == config.total_steps):
+                    save_checkpoint(out / "checkpoints" / f"step-{step:07d}", module, optimizer,
+                                    {"step": step, "stage": stage.name})
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    if rank != 0:
+        return out / "model"
+    return export(config, module, trainable, out / "model")
+
+
+def export(config: TrainConfig, module: TrainModule, trainable, folder: Path) -> Path:
+    """Choose the score threshold on held-out templates and write the model folder."""
+    calibration = {"score_threshold": 0.5, "giou": None}
+    if config.validation_samples and config.data == "world":
+        calibration = choose_threshold(module, _batches(config, trainable, len(config.stages) - 1, 0, "heldout"),
+                                       config.validation_samples)
+    if config.mode == "lora":
+        merge_lora(trainable.model)
+    model = trainable.model.cpu().eval()
+    folder = Path(folder)
+    part = folder.with_name(folder.name + ".part")
+    import shutil
+
+    shutil.rmtree(part, ignore_errors=True)
+    save_segmenter_model(model, trainable.tokenizer, part, trainable.adapters.cpu())
+    threshold = calibration["score_threshold"]
+    meta = {"trained": True, "score_threshold": threshold, "birth_threshold": round(min(threshold + BIRTH_MARGIN, 0.95), 2),
+            "calibration": calibration, "training": json.loads(config.model_dump_json())}
+    (part / MODEL_META_FILE).write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    part.rename(folder)
+    return folder

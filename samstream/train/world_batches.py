@@ -1,0 +1,129 @@
+"""Training batches drawn from the procedural world, rendered on the fly (no files, endless, seeded).
+
+Each sample is a pair of frames (t0, t0 + gap) of one random scene. The detector learns from both frames, each
+with its own instruction (any level, or a negative) and target masks; the tracker learns to carry one object's
+mask from t0 to t0 + gap (where it may have left the frame: an empty target teaches its object score).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from samstream.data.engine import hidden_objects, objects_in_frame, world_generator
+from samstream.data.instructions import Instruction, Split, TemplateGenerator
+from samstream.data.world import make_scene, object_mask, render
+from samstream.model.levels import LEVELS, Level
+from samstream.model.preprocess import IMAGE_MEAN, IMAGE_STD
+
+
+@dataclass
+class DetectionTarget:
+    masks: torch.Tensor  # (n, m, m) float in [0, 1] at the model's mask size
+    boxes: torch.Tensor  # (n, 4) normalised xyxy
+    ignore: torch.Tensor  # (m, m) bool: pixels of too-hidden objects (no loss there)
+
+
+@dataclass
+class Batch:
+    pixels: torch.Tensor  # (2P, 3, S, S): frames t0 of P pairs, then their frames t1
+    texts: list[str]  # one instruction per frame
+    levels: list[Level]
+    targets: list[DetectionTarget]
+    track_prompts: torch.Tensor  # (P, 1, S, S) bool: one object's mask at t0
+    track_targets: torch.Tensor  # (P, m, m) float: its mask at t1 (all zero when gone)
+    track_gaps: list[int]
+
+
+def pick_instruction(generator: TemplateGenerator, objects, rng: np.random.Generator, split: Split,
+                     negative_rate: float, levels: list[Level], level_p: list[float]) -> Instruction:
+    """A level by weight, then a negative (at `negative_rate`, or when nothing is visible) or a positive of it."""
+    level = levels[int(rng.choice(len(levels), p=level_p))]
+    negative = rng.random() < negative_rate or not objects
+    pool = generator.all_negative(objects, split) if negative else generator.all_positive(objects, split)
+    if not pool:  # e.g. no absent category to name: fall back to the other kind
+        pool = generator.all_positive(objects, split) if negative else generator.all_negative(objects, split)
+    same_level = [inst for inst in pool if inst.level == level]
+    pool = same_level or pool
+    return pool[int(rng.integers(len(pool)))]
+
+
+class WorldBatches:
+    """An endless, seeded stream of `Batch`es. `levels` weights the instruction levels; `negative_rate` is the
+    share of negatives; `split` picks the templates (train for training, heldout for validation)."""
+
+    def __init__(self, image_size: int, mask_size: int, seed: int = 0, split: Split = "train",
+                 negative_rate: float = 0.15, level_weights: dict[str, float] | None = None, max_gap: int = 6,
+                 frames: int = 48, min_objects: int = 1, max_objects: int = 6) -> None:
+        self.image_size, self.mask_size = image_size, mask_size
+        self.rng = np.random.default_rng(seed)
+        self.split = split
+        self.negative_rate = negative_rate
+        weights = level_weights or {level: 1.0 for level in LEVELS}
+        self.levels = [level for level in LEVELS if weights.get(level, 0) > 0]
+        total = sum(weights[level] for level in self.levels)
+        self.level_p = [weights[level] / total for level in self.levels]
+        self.max_gap, self.frames = max_gap, frames
+        self.min_objects, self.max_objects = min_objects, max_objects
+        self.generator = world_generator()
+        self.scene_seed = int(self.rng.integers(1 << 40))
+
+    def skip(self, steps: int) -> None:
+        """Fast-forward past `steps` batches' scenes (resuming draws new scenes, not the same ones again)."""
+        self.scene_seed += steps * 1_000
+
+    def sample(self, pairs: int) -> Batch:
+        frames, texts, levels, targets, prompts, track_targets, gaps = [], [], [], [], [], [], []
+        for _ in range(pairs):
+            self.scene_seed += 1
+            scene = make_scene(self.scene_seed, self.frames, self.min_objects, self.max_objects)
+            gap = int(self.rng.integers(1, self.max_gap + 1))
+            t0 = int(self.rng.integers(0, self.frames - gap))
+            rendered = [self._frame(scene, t) for t in (t0, t0 + gap)]
+            for rgb, visible, objects, hidden in rendered:
+                inst = self._instruction(objects)
+                frames.append(rgb)
+                texts.append(inst.text)
+                levels.append(inst.level)
+                targets.append(self._target(visible, inst.targets, hidden))
+            (_, vis0, objects0, _), (_, vis1, objects1, _) = rendered
+            pick = objects0[int(self.rng.integers(len(objects0)))].ann_id if objects0 else None
+            prompts.append(vis0[pick] if pick else np.zeros((self.image_size,) * 2, bool))
+            still = pick in {o.ann_id for o in objects1}
+            track_targets.append(self._small(vis1[pick]) if pick and still else np.zeros((self.mask_size,) * 2, np.float32))
+            gaps.append(gap)
+        order = list(range(0, 2 * pairs, 2)) + list(range(1, 2 * pairs, 2))  # t0 frames first, then t1 frames
+        pixels = torch.from_numpy(np.stack([frames[i] for i in order])).permute(0, 3, 1, 2).float()
+        pixels = (pixels / 255.0 - IMAGE_MEAN) / IMAGE_STD
+        return Batch(pixels, [texts[i] for i in order], [levels[i] for i in order], [targets[i] for i in order],
+                     torch.from_numpy(np.stack(prompts))[:, None], torch.from_numpy(np.stack(track_targets)), gaps)
+
+    def _frame(self, scene, t: int):
+        rgb, visible = render(scene, t, self.image_size, self.image_size)
+        silhouettes = {o.id: object_mask(o, t, self.image_size, self.image_size) for o in scene.objects}
+        objects = objects_in_frame(scene, visible, silhouettes)
+        return rgb, visible, objects, hidden_objects(scene, visible, objects)
+
+    def _instruction(self, objects) -> Instruction:
+        return pick_instruction(self.generator, objects, self.rng, self.split, self.negative_rate, self.levels,
+                                self.level_p)
+
+    def _small(self, mask: np.ndarray) -> np.ndarray:
+        return cv2.resize(mask.astype(np.float32), (self.mask_size, self.mask_size), interpolation=cv2.INTER_AREA)
+
+    def _target(self, visible: dict[int, np.ndarray], ids: tuple[int, ...], hidden: list[int]) -> DetectionTarget:
+        masks = [self._small(visible[i]) for i in ids]
+        s = float(self.image_size)
+        boxes = []
+        for i in ids:
+            ys, xs = np.nonzero(visible[i])
+            boxes.append([xs.min() / s, ys.min() / s, (xs.max() + 1) / s, (ys.max() + 1) / s])
+        ignore = np.zeros((self.mask_size,) * 2, bool)
+        for i in hidden:
+            ignore |= self._small(visible[i]) > 0
+        m = self.mask_size
+        return DetectionTarget(torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, m, m),
+                               torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.from_numpy(ignore))
