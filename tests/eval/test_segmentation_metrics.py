@@ -1,0 +1,51 @@
+"""gIoU / cIoU / P@0.5 / no-target accuracy on hand-computed cases, IoU cross-checked with pycocotools."""
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from samstream.eval.segmentation import score_sample, summarize
+
+
+def square(size, y, x, h, w):
+    m = np.zeros(size, bool)
+    m[y: y + h, x: x + w] = True
+    return m
+
+
+def test_hand_computed_levels():
+    size = (40, 40)
+    truth_a = square(size, 0, 0, 10, 10)  # 100 px
+    half_a = square(size, 0, 0, 10, 5)  # 50 px inside: IoU 0.5 exactly
+    truth_b = square(size, 20, 20, 4, 5)  # 20 px, predicted exactly: IoU 1
+    samples = [
+        score_sample("simple", half_a, truth_a),
+        score_sample("simple", truth_b, truth_b),
+        score_sample("simple", np.zeros(size, bool), np.zeros(size, bool)),  # negative, nothing returned: right
+        score_sample("simple", square(size, 5, 5, 2, 2), np.zeros(size, bool)),  # negative, something returned
+        score_sample("complex", np.zeros(size, bool), truth_b),  # missed entirely: IoU 0
+    ]
+    report = summarize(samples)
+    simple = report["simple"]
+    assert simple["samples"] == 2 and simple["negatives"] == 2
+    assert simple["gIoU"] == pytest.approx(0.75)
+    assert simple["cIoU"] == pytest.approx((50 + 20) / (100 + 20))  # large objects weigh more
+    assert simple["P@0.5"] == pytest.approx(0.5)  # IoU must exceed 0.5
+    assert simple["no_target_accuracy"] == pytest.approx(0.5)
+    assert report["complex"]["gIoU"] == 0.0 and report["complex"]["no_target_accuracy"] is None
+    assert "concept" not in report
+    assert report["all"]["samples"] == 3 and report["all"]["gIoU"] == pytest.approx(1.5 / 3)
+
+
+def test_iou_matches_pycocotools():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = rng.random((30, 50)) > 0.6, rng.random((30, 50)) > 0.3
+        ours = score_sample("concept", a, b).iou
+        rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in (a, b)]
+        assert ours == pytest.approx(float(mask_utils.iou([rles[0]], [rles[1]], [0])[0, 0]))
+
+
+def test_shapes_must_agree():
+    with pytest.raises(ValueError, match="prediction is"):
+        score_sample("concept", np.zeros((2, 2), bool), np.zeros((3, 3), bool))

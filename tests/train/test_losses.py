@@ -1,0 +1,76 @@
+"""Hungarian matching and the SAM3 losses on hand-made predictions."""
+
+import torch
+
+from samstream.train.losses import LossWeights, box_giou, detection_loss, match, tracker_loss
+from samstream.train.world_batches import DetectionTarget
+
+
+class Out:
+    def __init__(self, logits, boxes, masks, presence):
+        self.pred_logits, self.pred_boxes, self.pred_masks = logits, boxes, masks
+        self.presence_logits, self.semantic_seg = presence, None
+
+
+def target():
+    masks = torch.zeros(2, 8, 8)
+    masks[0, :4, :4] = 1
+    masks[1, 4:, 4:] = 1
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
+    return DetectionTarget(masks, boxes, torch.zeros(8, 8, dtype=torch.bool))
+
+
+def prediction(t, order=(2, 0)):
+    """4 queries; query order[k] predicts target k exactly and confidently, the others are junk."""
+    logits = torch.full((4,), -6.0)
+    boxes = torch.tensor([[0.1, 0.1, 0.2, 0.2]] * 4)
+    masks = torch.full((4, 8, 8), -8.0)
+    for k, q in enumerate(order):
+        logits[q] = 6.0
+        boxes[q] = t.boxes[k]
+        masks[q] = t.masks[k] * 16 - 8
+    return logits, boxes, masks
+
+
+def test_giou_of_known_boxes():
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0], [4.0, 0.0, 6.0, 2.0]])
+    # IoU 1/7, hull 9 -> 1/7 - 2/9; identical -> 1; disjoint, hull 12, union 8 -> -1/3
+    assert torch.allclose(box_giou(a, b), torch.tensor([[1 / 7 - 2 / 9, 1.0, -1 / 3]]), atol=1e-6)
+
+
+def test_matching_finds_the_queries_that_predict_each_target():
+    t = target()
+    q, k = match(*prediction(t, order=(2, 0)), t, LossWeights())
+    assert dict(zip(k.tolist(), q.tolist())) == {0: 2, 1: 0}
+
+
+def test_perfect_predictions_cost_almost_nothing_and_wrong_ones_cost_more():
+    t = target()
+    good = detection_loss(Out(*[x[None] for x in prediction(t)], torch.tensor([[6.0]])), [t], LossWeights())
+    assert good["box_l1"] < 1e-6 and good["giou"] < 1e-5 and good["dice"] < 0.01 and good["cls"] < 0.01
+    logits, boxes, masks = prediction(t)
+    masks = masks.flip(-1)  # right places, wrong masks
+    bad = detection_loss(Out(logits[None], boxes[None], masks[None], torch.tensor([[-6.0]])), [t], LossWeights())
+    assert bad["dice"] > 1.0 and bad["mask_bce"] > 1.0 and bad["presence"] > good["presence"] * 100
+
+
+def test_a_negative_teaches_only_presence():
+    t = target()
+    empty = DetectionTarget(torch.zeros(0, 8, 8), torch.zeros(0, 4), torch.zeros(8, 8, dtype=torch.bool))
+    logits, boxes, masks = prediction(t)
+    out = Out(logits[None], boxes[None], masks[None].requires_grad_(), torch.tensor([[3.0]], requires_grad=True))
+    losses = detection_loss(out, [empty], LossWeights())
+    assert losses["cls"] == 0 and losses["dice"] == 0 and losses["presence"] > 1.0
+    losses["loss"].backward()
+    assert out.presence_logits.grad.abs().sum() > 0
+
+
+def test_tracker_loss_teaches_masks_where_present_and_scores_everywhere():
+    targets = torch.zeros(2, 8, 8)
+    targets[0, 2:6, 2:6] = 1  # item 1: the object has gone
+    logits = (targets * 16 - 8).clone().requires_grad_()
+    right = tracker_loss(logits, torch.tensor([5.0, -5.0]), targets, LossWeights())
+    wrong = tracker_loss(logits, torch.tensor([-5.0, 5.0]), targets, LossWeights())
+    assert right["track_score"] < 0.01 < wrong["track_score"]
+    assert right["track_mask"] < 0.1

@@ -1,0 +1,111 @@
+"""`samstream train`: adapters-only leaves SAM3 bit-identical, LoRA via peft, resume from safetensors
+checkpoints, COCO data, the exported folder loads with its calibrated thresholds, bad configs fail cleanly."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from samstream.data.synth import synthesize
+from samstream.model.adapter_io import ADAPTERS_FILE
+from samstream.model.loader import load_segmenter, save_segmenter_model
+from samstream.model.sam3i import Sam3IAdapters
+from samstream.model.tiny import build_tiny_model
+from samstream.train.config import Stage, TrainConfig
+from samstream.train.trainer import train
+
+
+@pytest.fixture(scope="module")
+def base_folder(tmp_path_factory):
+    """A SAM3 model folder (the built-in tiny model saved in transformers format), like a user's checkpoint."""
+    folder = tmp_path_factory.mktemp("base") / "sam3"
+    model, tokenizer = build_tiny_model()
+    save_segmenter_model(model, tokenizer, folder)
+    return folder
+
+
+def config(tmp_path, **kw) -> TrainConfig:
+    defaults = dict(out=str(tmp_path / "run"), batch_pairs=1, warmup_steps=1, log_every=1, checkpoint_every=2,
+                    validation_samples=4, device="cpu", stages=[Stage(steps=2)])
+    defaults.update(kw)
+    return TrainConfig(**defaults)
+
+
+def weights(folder):
+    return load_file(folder / "model.safetensors")
+
+
+def test_adapters_only_leaves_every_base_weight_bit_identical(base_folder, tmp_path):
+    folder = train(config(tmp_path, model=str(base_folder), mode="adapters", train_tracker=False), progress=False)
+    before, after = weights(base_folder), weights(folder)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    model, _ = build_tiny_model()
+    fresh = Sam3IAdapters.fresh(model.detector_model).state_dict()
+    trained = load_file(folder / ADAPTERS_FILE)
+    changed = [k for k in fresh if not torch.equal(fresh[k], trained[k])]
+    assert any("text." in k for k in changed) and any("decoder." in k for k in changed)
+    log = [json.loads(line) for line in (tmp_path / "run/train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(r["loss"] > 0 for r in log)
+
+
+def test_lora_trains_only_low_rank_deltas_and_exports_merged_weights(base_folder, tmp_path):
+    folder = train(config(tmp_path, model=str(base_folder), mode="lora", lora_rank=4, train_tracker=False),
+                   progress=False)
+    checkpoint = load_file(tmp_path / "run/checkpoints/step-0000002/trainable.safetensors")
+    assert checkpoint and all("lora_" in k for k in checkpoint)
+    before, after = weights(base_folder), weights(folder)
+    assert before.keys() == after.keys()  # merged: plain transformers keys, no lora_ leftovers
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"))
+                           for k in changed)
+    assert load_segmenter(str(folder), device="cpu").info.trained
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path):
+    cfg = config(tmp_path, model="tiny", tokenizer_scenes=30, stages=[Stage(steps=2)], checkpoint_every=1)
+    train(cfg, progress=False)
+    first = load_file(tmp_path / "run/checkpoints/step-0000002/trainable.safetensors")
+    longer = cfg.model_copy(update={"stages": [Stage(steps=4)]})
+    folder = train(longer, progress=False)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run/train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # 3 and 4 continue the run; 1 and 2 are not redone
+    optimizer = load_file(tmp_path / "run/checkpoints/step-0000004/optimizer.safetensors")
+    assert any(k.endswith("::exp_avg") for k in optimizer)
+    last = load_file(tmp_path / "run/checkpoints/step-0000004/trainable.safetensors")
+    assert first.keys() == last.keys() and any(not torch.equal(first[k], last[k]) for k in first)
+    meta = json.loads((folder / "samstream.json").read_text())
+    segmenter = load_segmenter(str(folder), device="cpu")
+    assert segmenter.info.score_threshold == meta["score_threshold"]
+    assert segmenter.info.birth_threshold == meta["birth_threshold"] >= meta["score_threshold"]
+    assert meta["calibration"]["by_threshold"] and meta["training"]["model"] == "tiny"
+
+
+def test_full_training_on_a_coco_dataset(tmp_path):
+    synthesize(tmp_path / "coco", images=4, width=64, height=64, seed=3, progress=False)
+    cfg = config(tmp_path, model="tiny", tokenizer_scenes=30, data=str(tmp_path / "coco/images.json"))
+    folder = train(cfg, progress=False)
+    assert (folder / "model.safetensors").exists() and (folder / ADAPTERS_FILE).exists()
+    log = [json.loads(line) for line in (tmp_path / "run/train_log.jsonl").read_text().splitlines()]
+    assert "track_mask" not in log[0]  # still images: no tracker pairs
+
+
+def test_cli_trains_and_rejects_bad_configs(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text(f'model = "tiny"\ntokenizer_scenes = 20\nbatch_pairs = 1\nwarmup_steps = 1\n'
+                    f'validation_samples = 2\nout = "{tmp_path / "cli"}"\n[[stages]]\nsteps = 1\n')
+    cli = [sys.executable, "-m", "samstream", "train"]
+    done = subprocess.run([*cli, str(good), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "model written to" in done.stdout and (tmp_path / "cli/model/config.json").exists()
+    bad = tmp_path / "bad.toml"
+    for text, message in [('mode = "magic"', "mode"), ("lr = -1", "lr"), ("colour = 3", "colour"),
+                          ("steps = [", "not valid TOML")]:
+        bad.write_text(text + "\n")
+        done = subprocess.run([*cli, str(bad)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    done = subprocess.run([*cli, str(tmp_path / "missing.toml")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "missing.toml" in done.stderr
