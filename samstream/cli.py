@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--min-objects", type=_positive_int, default=2)
     synth.add_argument("--max-objects", type=_positive_int, default=6)
     synth.add_argument("--png-frames", action="store_true", help="videos as folders of PNG frames, not MP4")
+    synth.add_argument("--preset", choices=["eval"],
+                       help="eval: the fixed evaluation set (held-out scenes + instructions; other sizes ignored)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
 
     track_eval = sub.add_parser("eval-tracking", help="HOTA / IDF1 / MOTA and J&F of results against ground truth")
@@ -139,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="override the config's device")
     train.add_argument("--no-resume", action="store_true", help="start over even if the output folder has checkpoints")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--export-only", action="store_true",
+                       help="only write <out>/model from the newest checkpoint (a run stopped early, or still going)")
 
     evaluate = sub.add_parser("eval", help="evaluate a model on a dataset: gIoU/cIoU/P@0.5 per level, J&F, HOTA, IDF1")
     evaluate.add_argument("--data", required=True, help="folder with images.json and/or videos.json (samstream synth)")
@@ -184,8 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from samstream.data.synth import synthesize
+    from samstream.data.synth import synthesize, synthesize_eval_set
 
+    if args.preset == "eval":
+        out = synthesize_eval_set(Path(args.out), progress=not args.quiet)
+        print(f"evaluation set: {out} (images.json, videos.json and their .instructions.json)")
+        return 0
     written = synthesize(Path(args.out), videos=args.videos, frames=args.frames, images=args.images,
                          width=args.width, height=args.height, seed=args.seed, as_images=args.png_frames,
                          min_objects=args.min_objects, max_objects=args.max_objects, progress=not args.quiet)
@@ -211,7 +219,7 @@ def cmd_eval_tracking(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from samstream.train.config import Stage, load_config
-    from samstream.train.trainer import train
+    from samstream.train.trainer import export_latest, train
 
     overrides = {"out": args.out, "device": args.device}
     config = load_config(args.config, overrides)
@@ -219,7 +227,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"stages": [Stage(name="smoke", steps=args.steps,
                                                             levels=config.stages[-1].levels)],
                                            "warmup_steps": min(config.warmup_steps, args.steps)})
-    folder = train(config, resume=not args.no_resume, progress=not args.quiet)
+    if args.export_only:
+        folder = export_latest(config)
+    else:
+        folder = train(config, resume=not args.no_resume, progress=not args.quiet)
     print(f"samstream train: model written to {folder} (load it with --model {folder})")
     return 0
 

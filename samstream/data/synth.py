@@ -55,3 +55,21 @@ def synthesize(out: Path, videos: int = 0, frames: int = 30, images: int = 0, wi
         written["images"] = out / "images.json"
         write_json(written["images"], data)
     return written
+
+
+# The fixed evaluation set (`samstream synth --preset eval`): held-out scenes and held-out instruction templates,
+# square frames (the small model's input is square), a few MB. CI and the model card score on it.
+EVAL_PRESET = dict(videos=10, frames=40, images=200, width=224, height=224, seed=500, min_objects=1, max_objects=6)
+
+
+def synthesize_eval_set(out: Path, progress: bool = True) -> Path:
+    """Write the fixed evaluation set and its instruction records (held-out templates) under `out`."""
+    from samstream.data.engine import instruction_set, write_instructions
+    from samstream.data.formats import load_dataset
+
+    out = Path(out)
+    written = synthesize(out, progress=progress, **EVAL_PRESET)
+    for kind, path in written.items():
+        records = instruction_set(load_dataset(path), split="heldout", per_level=2, negatives=1, seed=0)
+        write_instructions(out / f"{kind}.instructions.json", records, str(path), "heldout", 0)
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -150,7 +151,8 @@ def _from_pretrained(source: str, image_size: int | None = None):
     if image_size is not None:
         set_image_size(config, image_size)
     try:
-        network = Sam3VideoModel.from_pretrained(where, config=config)
+        # fp32 compute whatever the stored dtype (the shipped model is stored in fp16); CUDA runs use autocast.
+        network = Sam3VideoModel.from_pretrained(where, config=config, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelLoadError(f"cannot load weights from {source}: {_first_line(e)}") from e
@@ -158,8 +160,12 @@ def _from_pretrained(source: str, image_size: int | None = None):
 
 
 def save_segmenter_model(model: Sam3VideoModel, tokenizer, folder: str | Path,
-                         adapters: Sam3IAdapters | None = None) -> None:
-    """Write a model + tokenizer (+ SAM3-I adapters) folder that `load_segmenter(folder)` reads back."""
+                         adapters: Sam3IAdapters | None = None, dtype: torch.dtype | None = None) -> None:
+    """Write a model + tokenizer (+ SAM3-I adapters) folder that `load_segmenter(folder)` reads back. `dtype`
+    stores the weights in another precision (fp16 halves the shipped model; it loads back as fp32)."""
+    if dtype is not None:
+        model = copy.deepcopy(model).to(dtype)
+        adapters = copy.deepcopy(adapters).to(dtype) if adapters is not None else None
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     if adapters is not None:

@@ -10,7 +10,7 @@ from samstream.model.tokenizer import CONTEXT_LENGTH
 from samstream.train.forward import TrainModule
 from samstream.train.world_batches import WorldBatches
 
-THRESHOLDS = np.round(np.arange(0.2, 0.86, 0.05), 2)
+THRESHOLDS = np.round(np.arange(0.05, 0.86, 0.05), 2)
 
 
 @torch.no_grad()

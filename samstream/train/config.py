@@ -63,6 +63,7 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(500, gt=0)
     log_every: int = Field(20, gt=0)
     validation_samples: int = Field(256, ge=0)  # held-out samples to choose the score threshold on
+    export_dtype: Literal["fp32", "fp16", "bf16"] = "fp32"  # precision the exported weights are stored in
 
     @property
     def total_steps(self) -> int:

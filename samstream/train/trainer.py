@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from samstream.errors import ConfigError
 from samstream.model.loader import resolve_device, save_segmenter_model
 from samstream.train.calibrate import choose_threshold
 from samstream.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -125,6 +126,18 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     return export(config, module, trainable, out / "model")
 
 
+def export_latest(config: TrainConfig) -> Path:
+    """Export the newest checkpoint of a run (stopped early, or still going) as a model folder `<out>/model`."""
+    out = Path(config.out)
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is None:
+        raise ConfigError(f"{out}: no checkpoints to export")
+    trainable = build_trainable(config, torch.device("cpu"))
+    module = TrainModule(trainable.model, trainable.adapters, trainable.tokenizer)
+    load_checkpoint(checkpoint, module, None)
+    return export(config, module, trainable, out / "model")
+
+
 def export(config: TrainConfig, module: TrainModule, trainable, folder: Path) -> Path:
     """Choose the score threshold on held-out templates and write the model folder."""
     calibration = {"score_threshold": 0.5, "giou": None}
@@ -139,7 +152,8 @@ def export(config: TrainConfig, module: TrainModule, trainable, folder: Path) ->
     import shutil
 
     shutil.rmtree(part, ignore_errors=True)
-    save_segmenter_model(model, trainable.tokenizer, part, trainable.adapters.cpu())
+    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[config.export_dtype]
+    save_segmenter_model(model, trainable.tokenizer, part, trainable.adapters.cpu(), dtype=dtype)
     threshold = calibration["score_threshold"]
     meta = {"trained": True, "score_threshold": threshold, "birth_threshold": round(min(threshold + BIRTH_MARGIN, 0.95), 2),
             "calibration": calibration, "training": json.loads(config.model_dump_json())}

@@ -1,0 +1,51 @@
+"""The shipped small model: the default, small, and good enough. The quality floors sit a little under what
+the model card reports on the fixed evaluation set, so a regression (in the model, the tracker, the engine or
+the evaluator) fails CI."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from samstream.data.synth import synthesize_eval_set
+from samstream.eval.evaluator import evaluate
+from samstream.model.loader import BUILTIN_SMALL, SHIPPED_FOLDER, default_model, load_segmenter
+
+# Floors (model card: docs/model-card.md); the issue's goals are 0.80 / 0.70 / 0.60 gIoU, 0.90 no-target
+# accuracy, IDF1 0.90 and HOTA 0.70.
+IMAGE_FLOORS = {"concept": ("gIoU", FLOOR_CONCEPT), "simple": ("gIoU", FLOOR_SIMPLE), "complex": ("gIoU", FLOOR_COMPLEX)}
+NO_TARGET_FLOOR = FLOOR_NO_TARGET
+VIDEO_FLOORS = {"IDF1": FLOOR_IDF1, "HOTA": FLOOR_HOTA, "J&F": FLOOR_JF}
+
+
+@pytest.fixture(scope="module")
+def eval_set(tmp_path_factory) -> Path:
+    cached = os.environ.get("SAMSTREAM_EVAL_SET")
+    if cached and (Path(cached) / "videos.instructions.json").exists():
+        return Path(cached)
+    return synthesize_eval_set(tmp_path_factory.mktemp("eval") / "eval", progress=False)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_segmenter(None, device="cpu")
+
+
+def test_the_shipped_model_is_the_default_and_small(shipped):
+    assert default_model() == BUILTIN_SMALL and shipped.info.name == BUILTIN_SMALL and shipped.info.trained
+    meta = json.loads((SHIPPED_FOLDER / "samstream.json").read_text())
+    assert shipped.info.score_threshold == meta["score_threshold"]
+    size = sum(f.stat().st_size for f in SHIPPED_FOLDER.iterdir())
+    assert size <= 20 * 2**20 and shipped.info.parameters < 10_000_000
+
+
+def test_quality_floors_on_the_fixed_evaluation_set(shipped, eval_set):
+    report = evaluate(shipped, eval_set, keyframe_every=5, progress=False)
+    images = report["images"]["levels"]
+    for level, (metric, floor) in IMAGE_FLOORS.items():
+        assert images[level][metric] >= floor, (level, images[level])
+    assert images["all"]["no_target_accuracy"] >= NO_TARGET_FLOOR, images["all"]
+    videos = report["videos"]["levels"]["all"]
+    for metric, floor in VIDEO_FLOORS.items():
+        assert videos[metric] >= floor, (metric, videos)
