@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoTokenizer, Sam3VideoModel
 
 from samstream.data.engine import objects_in_frame, world_generator
@@ -73,9 +74,7 @@ def build_trainable(config: TrainConfig, device: torch.device) -> Trainable:
     mask_size = int(model.config.low_res_mask_size)
     _set_trainable(model, adapters, config)
     if config.gradient_checkpointing:
-        if not getattr(model, "supports_gradient_checkpointing", False):
-            raise ConfigError("this model does not support gradient checkpointing")
-        model.gradient_checkpointing_enable()
+        enable_gradient_checkpointing(model)
     return Trainable(model, adapters, tokenizer, image_size, mask_size)
 
 
@@ -108,6 +107,24 @@ def merge_lora(model: nn.Module) -> None:
             module.merge()
             parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
             setattr(parent, name.rsplit(".", 1)[-1], module.get_base_layer())
+
+
+def enable_gradient_checkpointing(model: Sam3VideoModel) -> int:
+    """Recompute each ViT and text-encoder block in the backward pass instead of keeping its activations
+    (transformers' SAM3 classes do not offer it). Patches the blocks' `forward`, so weight names are unchanged.
+    Returns the number of blocks patched."""
+    detector = model.detector_model
+    blocks = [*detector.vision_encoder.backbone.layers, *detector.text_encoder.text_model.encoder.layers]
+    for block in blocks:
+        original = block.forward
+
+        def forward(*args, _original=original, _block=block, **kwargs):
+            if _block.training and torch.is_grad_enabled():
+                return checkpoint(_original, *args, use_reentrant=False, **kwargs)
+            return _original(*args, **kwargs)
+
+        block.forward = forward
+    return len(blocks)
 
 
 def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:

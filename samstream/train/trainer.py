@@ -121,6 +121,9 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
         bar.close()
         if log is not None:
             log.close()
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     if rank != 0:
         return out / "model"
     return export(config, module, trainable, out / "model")
