@@ -1,15 +1,17 @@
 # Two entry points for a fresh Debian/Ubuntu machine with Python 3.11:
-#   make demo   set up, fetch a real sample clip, run samstream on it (embedded Redis, one worker)
+#   make demo   set up, generate a clip, track an instruction in it with the shipped model (embedded Redis,
+#               one worker), then score the tracks against the clip's exact ground truth
 #   make test   set up (incl. Debian's redis-server), fetch the sample clips, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CLIPS ?= $(HOME)/.cache/samstream/clips
-DEMO_CLIP ?= $(CLIPS)/cockatoo.mp4
 DEMO_OUT ?= out/demo
+DEMO_SEED ?= 41
+DEMO_INSTRUCTION ?= the shape that could roll
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test setup clips redis-server clean
+.PHONY: demo test setup clips redis-server clean eval-set
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +28,14 @@ clips:
 redis-server:
 	@[ -x /usr/bin/redis-server ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
 
-demo: setup clips
-	$(BIN)/samstream run "$(DEMO_CLIP)" --instruction "the bird" --out $(DEMO_OUT) --max-frames 60
+demo: setup
+	$(BIN)/samstream synth --videos 1 --frames 90 --width 448 --height 448 --seed $(DEMO_SEED) --min-objects 4 \
+		--max-objects 5 --out $(DEMO_OUT)/clip --quiet
+	$(BIN)/samstream run $(DEMO_OUT)/clip/videos/scene_00001.mp4 --instruction "$(DEMO_INSTRUCTION)" --out $(DEMO_OUT)
+	$(BIN)/samstream eval --data $(DEMO_OUT)/clip --quiet
+
+eval-set: setup
+	$(BIN)/samstream synth --preset eval --out data/eval
 
 test: setup clips redis-server
 	SAMSTREAM_CLIPS="$(CLIPS)" $(BIN)/python -m pytest -q

@@ -65,9 +65,9 @@ def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258, 
     return Sam3VideoConfig(detector_config=detector, tracker_config=tracker, low_res_mask_size=4 * grid)
 
 
-# The shipped small model (trained by `samstream train configs/small.toml`): 112 px, patch 8 (a 14x14 grid, masks at
-# 56x56), ViT 96x3, text 96x2, DETR 128x2 with 16 queries; the tracker at width 128.
-SMALL_TRAINED = dict(image_size=112, patch_size=8, width=128, vit_width=96, vit_layers=3, text_width=96, text_layers=2,
+# The shipped small model (trained by `samstream train configs/small.toml`): 112 px, patch 14 (an 8x8 grid, masks at
+# 32x32), ViT 96x3, text 96x2, DETR 128x2 with 16 queries; the tracker at width 128.
+SMALL_TRAINED = dict(image_size=112, patch_size=14, width=128, vit_width=96, vit_layers=3, text_width=96, text_layers=2,
                      detr_layers=2, queries=16)
 
 # Between tiny and full SAM3 (1008 px, ViT 1024x32, text 1024x24, DETR 256x6, 200 queries): for benchmarks.
