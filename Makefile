@@ -1,14 +1,14 @@
 # Two entry points for a fresh Debian/Ubuntu machine with Python 3.11:
 #   make demo   set up, generate a clip, track an instruction in it with the shipped model (embedded Redis,
-#               one worker), then score the tracks against the clip's exact ground truth
+#               one worker), then evaluate the model on held-out instructions for that clip
 #   make test   set up (incl. Debian's redis-server), fetch the sample clips, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CLIPS ?= $(HOME)/.cache/samstream/clips
 DEMO_OUT ?= out/demo
-DEMO_SEED ?= 41
-DEMO_INSTRUCTION ?= the shape that could roll
+DEMO_SEED ?= 46
+DEMO_INSTRUCTION ?= what looks like a honeycomb cell
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup clips redis-server clean eval-set
