@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="official SAM3-I checkpoint -> samstream adapter file (refuses partial matches)")
     convert.add_argument("src", help="official checkpoint (.pt/.pth or .safetensors)")
     convert.add_argument("dst", help="adapter file to write (e.g. MODEL_DIR/sam3i_adapters.safetensors)")
-    convert.add_argument("--model", help="the base SAM3 model the adapters are for (default: built-in tiny model)")
+    convert.add_argument("--model", help="the base SAM3 model the adapters are for (default: builtin:small)")
     convert.add_argument("--text-heads", type=_positive_int, default=4,
                          help="attention heads of the text adapters in that checkpoint (SAM3-I paper: 4)")
 

@@ -102,7 +102,8 @@ def test_convert_checkpoint_cli(tmp_path, model_and_adapters):
     _, _, adapters = model_and_adapters
     torch.save(_official_layout(adapters), tmp_path / "sam3i.pt")
     done = subprocess.run([sys.executable, "-m", "samstream.cli", "convert-checkpoint", tmp_path / "sam3i.pt",
-                           tmp_path / "out.safetensors"], capture_output=True, text=True, timeout=120)
+                           tmp_path / "out.safetensors", "--model", "builtin:tiny-random"],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "adapter tensors written" in done.stdout
     bad = subprocess.run([sys.executable, "-m", "samstream.cli", "convert-checkpoint", tmp_path / "nope.pt",
