@@ -52,10 +52,6 @@ def evaluate(segmenter: Segmenter, data_dir: Path, keyframe_every: int = 5, max_
     return report
 
 
-def _sessions_config(segmenter: Segmenter, keyframe_every: int) -> TrackerConfig:
-    return TrackerConfig(keyframe_every=keyframe_every)
-
-
 def evaluate_images(segmenter: Segmenter, data_dir: Path, max_items: int | None = None, progress: bool = True) -> dict:
     """A one-frame stream per image. With no later frame to confirm a track, the birth bar is the detection bar."""
     data = load_dataset(data_dir, "images")
@@ -112,7 +108,7 @@ def evaluate_videos(segmenter: Segmenter, data_dir: Path, keyframe_every: int = 
         items = by_video[video["id"]]
         texts = list(dict.fromkeys(r["instruction"] for r in items))
         levels = [next(r["level"] for r in items if r["instruction"] == t) for t in texts]
-        session = TrackingSession(segmenter, texts, _sessions_config(segmenter, keyframe_every), levels=levels)
+        session = TrackingSession(segmenter, texts, TrackerConfig(keyframe_every=keyframe_every), levels=levels)
         tracks: dict[str, tuple[list[list[int]], list[list[dict]]]] = {t: ([], []) for t in texts}
         for rgb in _frames(data_dir, video):
             instances = session.update(rgb)
@@ -165,23 +161,29 @@ def _video_summary(per_record: list[tuple[dict, dict | None]]) -> dict:
     return out
 
 
+IMAGE_COLUMNS = ("gIoU", "cIoU", "P@0.5")
+VIDEO_COLUMNS = ("J&F", "HOTA", "IDF1", "MOTA")
+
+
 def markdown(report: dict) -> str:
     """The report as markdown tables (what the model card shows)."""
     lines = [f"Model `{report['model']}` on `{report['data']}` (keyframes every {report['keyframe_every']} frames)", ""]
     if "images" in report:
-        lines += ["| images: level | samples | gIoU | cIoU | P@0.5 | negatives | no-target acc. |",
-                  "|---|---|---|---|---|---|---|"]
-        for level, s in report["images"]["levels"].items():
-            lines.append(f"| {level} | {s['samples']} | {_f(s['gIoU'])} | {_f(s['cIoU'])} | {_f(s['P@0.5'])} | "
-                         f"{s['negatives']} | {_f(s['no_target_accuracy'])} |")
-        lines.append("")
+        lines += _table("images", report["images"]["levels"], IMAGE_COLUMNS) + [""]
     if "videos" in report:
-        lines += ["| videos: level | samples | J&F | HOTA | IDF1 | MOTA | negatives | no-target acc. |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for level, s in report["videos"]["levels"].items():
-            lines.append(f"| {level} | {s['samples']} | {_f(s['J&F'])} | {_f(s['HOTA'])} | {_f(s['IDF1'])} | "
-                         f"{_f(s['MOTA'])} | {s['negatives']} | {_f(s['no_target_accuracy'])} |")
+        lines += _table("videos", report["videos"]["levels"], VIDEO_COLUMNS)
     return "\n".join(lines) + "\n"
+
+
+def _table(kind: str, levels: dict, columns: tuple[str, ...]) -> list[str]:
+    """One markdown table: a row per level, the metric columns between samples and negatives."""
+    header = [f"{kind}: level", "samples", *columns, "negatives", "no-target acc."]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for level, s in levels.items():
+        cells = [level, str(s["samples"]), *(_f(s[key]) for key in columns), str(s["negatives"]),
+                 _f(s["no_target_accuracy"])]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
 
 
 def _f(value: float | None) -> str:

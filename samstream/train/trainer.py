@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -152,8 +153,6 @@ def export(config: TrainConfig, module: TrainModule, trainable, folder: Path) ->
     model = trainable.model.cpu().eval()
     folder = Path(folder)
     part = folder.with_name(folder.name + ".part")
-    import shutil
-
     shutil.rmtree(part, ignore_errors=True)
     dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[config.export_dtype]
     save_segmenter_model(model, trainable.tokenizer, part, trainable.adapters.cpu(), dtype=dtype)
