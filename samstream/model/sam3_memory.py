@@ -261,15 +261,48 @@ def _propagate_group(tracker, features: list[FrameFeatures], steps: list[_Step],
             pointer_pos = pointer_pos.repeat_interleave(splits, dim=0)
         memory = torch.cat([memory.to(pointers.dtype), pointers], dim=0)
         memory_pos = torch.cat([memory_pos, pointer_pos], dim=0)
-    conditioned = tracker.memory_attention(
-        current_vision_features=feats[-1], current_vision_position_embeddings=pos[-1],
-        memory=memory.to(dtype), memory_posision_embeddings=memory_pos,
-        num_object_pointer_tokens=memory.shape[0] - len(steps[0].memories) * feats[-1].shape[0],
+    conditioned = _memory_attention(
+        tracker.memory_attention, feats[-1], pos[-1], memory.to(dtype), memory_pos,
+        n_pointer_tokens=memory.shape[0] - len(steps[0].memories) * feats[-1].shape[0],
+        one_frame=all(f is features[0] for f in features),
     )  # (1, B, HW, C): batch-first behind a singleton axis
     conditioned = conditioned.reshape(b, height * width, channels).transpose(1, 2).reshape(b, channels, height, width)
     out = _sam_head(tracker, _image_embeddings(tracker, feats, conditioned), tracker._use_multimask(False, None))
     encoded = _encode_memory(tracker, feats, out.high_res_masks, out.object_score_logits, binarize=False)
     return out, encoded
+
+
+def _memory_attention(attention, current: torch.Tensor, current_pos: torch.Tensor, memory: torch.Tensor,
+                      memory_pos: torch.Tensor, n_pointer_tokens: int, one_frame: bool) -> torch.Tensor:
+    """transformers' `Sam3TrackerVideoMemoryAttention.forward` ((HW, B, C) frame features, (M, B, mem) memories),
+    except that when every object reads the same frame the first layer's self-attention runs once, not once
+    per object: its queries (the frame's features) are identical across the batch until the first cross-attention."""
+    output = (current + 0.1 * current_pos).transpose(0, 1).unsqueeze(1)  # (B, 1, HW, C)
+    memory = memory.transpose(0, 1).unsqueeze(1)
+    memory_pos = memory_pos.transpose(0, 1).unsqueeze(1)
+    rope = attention.rotary_emb(output, attention.position_ids)
+    for index, layer in enumerate(attention.layers):
+        if index == 0 and one_frame and output.shape[0] > 1:
+            first = output[:1]
+            query = layer.layer_norm1(first)
+            query, _ = layer.self_attn(query=query, key=query, value=query, position_embeddings=rope)
+            output = _cross_attention_and_mlp(layer, (first + query).expand_as(output), memory, memory_pos, rope,
+                                              n_pointer_tokens)
+        else:
+            output = layer(queries=output, keys=memory, key_point_embedding=memory_pos, rope_position_embeddings=rope,
+                           num_k_exclude_rope=n_pointer_tokens)
+    return attention.layer_norm(output).transpose(0, 1)
+
+
+def _cross_attention_and_mlp(layer, queries: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor, rope,
+                             n_pointer_tokens: int) -> torch.Tensor:
+    """The second half of `Sam3TrackerVideoMemoryAttentionLayer.forward` (inference: dropout is identity)."""
+    query = layer.layer_norm2(queries)
+    query, _ = layer.cross_attn_image(query=query, key=memory + memory_pos, value=memory, position_embeddings=rope,
+                                      num_k_exclude_rope=n_pointer_tokens)
+    queries = queries + query
+    query = layer.layer_norm3(queries)
+    return queries + layer.linear2(layer.activation(layer.linear1(query)))
 
 
 def _sam_head(tracker, image_embeddings: list[torch.Tensor], multimask: bool,
