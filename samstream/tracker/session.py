@@ -25,6 +25,7 @@ from samstream.streaming.rle import decode_mask, encode_masks
 from samstream.tracker.scene_cut import SceneCutDetector
 
 STATE_VERSION = 2
+RECONDITION_MARGIN = 0.1  # re-conditioning needs the birth score + this (SAM3: 0.7 -> 0.8)
 APPEARANCE_MOMENTUM = 0.8  # a track's appearance: 80% its history, 20% the newest matched detection
 
 
@@ -36,7 +37,8 @@ class TrackerConfig:
     birth_max_iou: float = 0.1  # ...and IoU below this with every track (SAM3: 0.1)
     match_iou: float = 0.1  # a detection may continue a track at IoU >= this (SAM3's assoc_iou_thresh: 0.1)
     max_missed_frames: int = 30  # keep-alive of unmatched tracks (SAM3: 30)
-    recondition_score: float = 0.8  # a matched detection this confident re-seeds the memory... (SAM3: 0.8)
+    recondition_score: float | None = None  # a matched detection this confident re-seeds the memory...
+    # None: the model's birth threshold + 0.1, capped at 0.95 (SAM3: 0.7 + 0.1 = 0.8)
     recondition_iou: float = 0.8  # ...at once when the propagated mask drifted below this IoU with it
     recondition_every: int = 16  # ...and at least this often when they agree (SAM3: every 16 frames)
     min_hits_confirmed: int = 2  # matched keyframes before a track is reported `confirmed`
@@ -108,6 +110,10 @@ class TrackingSession:
         )
         self.birth_threshold = (
             config.birth_threshold if config.birth_threshold is not None else segmenter.info.birth_threshold
+        )
+        self.recondition_score = (
+            config.recondition_score if config.recondition_score is not None
+            else min(self.birth_threshold + RECONDITION_MARGIN, 0.95)
         )
         self.memory: ObjectMemory = segmenter.new_memory()
         self.tracks: dict[int, Track] = {}
@@ -183,7 +189,7 @@ class TrackingSession:
             for t_index, d_index in matches:
                 track = tracks[t_index]
                 matched_tracks.add(track.id)
-                confident = scores[d_index] >= self.config.recondition_score
+                confident = scores[d_index] >= self.recondition_score
                 drifted = iou[t_index, d_index] < self.config.recondition_iou
                 due = frame - track.last_conditioned_frame >= self.config.recondition_every
                 if not track.seen_this_frame or (confident and (drifted or due)):

@@ -45,6 +45,7 @@ class Scene:
     objects: list[Box]
     frames: int
     duplicate_every: int = 0  # also detect a shifted copy of object 0 on these keyframes
+    score: float = 0.9  # every detection's score
 
     def gt_masks(self, t: int) -> list[np.ndarray]:
         """Visible ground-truth masks at frame t, occlusion applied (front objects cut back ones)."""
@@ -85,8 +86,9 @@ class ScriptedSegmenter:
     info = ModelInfo(name="scripted", parameters=0, trained=True, score_threshold=0.5, birth_threshold=0.7,
                      image_size=W, device="cpu")
 
-    def __init__(self, scene: Scene) -> None:
+    def __init__(self, scene: Scene, info: ModelInfo | None = None) -> None:
         self.scene = scene
+        self.info = info or ScriptedSegmenter.info
         self.t = -1
         self.detected_frames: list[int] = []
 
@@ -100,7 +102,7 @@ class ScriptedSegmenter:
         if self.scene.duplicate_every and features.data % self.scene.duplicate_every == 0 and masks:
             masks.append(np.roll(masks[0], 1, axis=1))
         stacked = np.stack(masks) if masks else np.zeros((0, H, W), bool)
-        return [Detections(stacked, np.full(len(masks), 0.9, np.float32))]
+        return [Detections(stacked, np.full(len(masks), self.scene.score, np.float32))]
 
     def embed(self, features: FrameFeatures, masks: np.ndarray) -> np.ndarray:
         """One-hot of the look of the ground-truth object each mask covers most."""

@@ -1,6 +1,9 @@
 """Tracker policy on scripted scenes with exact ground truth (see scripted.py)."""
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 
 from samstream.tracker.session import TrackerConfig, TrackingSession
 from tests.tracker.scripted import H, W, Box, Scene, ScriptedSegmenter, identity_map
@@ -29,6 +32,24 @@ def test_drift_is_corrected_at_keyframes():
     last = outputs[36]  # a keyframe: the output is the fresh detection
     gt = scene.gt_masks(36)[0]
     assert (last.masks[0] & gt).sum() / (last.masks[0] | gt).sum() > 0.9
+
+
+def test_drift_is_corrected_for_a_model_with_low_calibrated_scores():
+    """A trained samstream model's scores live lower (threshold 0.05, birth 0.2): re-conditioning follows the
+    model's birth threshold (+0.1), so detections scoring 0.35 still pull the stale memory along."""
+    scene = Scene([Box(2, 20, 12, 12, vx=1.5)], frames=40, score=0.35)
+    info = replace(ScriptedSegmenter.info, score_threshold=0.05, birth_threshold=0.2)
+    session = TrackingSession(ScriptedSegmenter(scene, info), ["box"], TrackerConfig(keyframe_every=4))
+    assert session.recondition_score == pytest.approx(0.3)
+    outputs = [session.update(np.zeros((H, W, 3), np.uint8)) for _ in range(scene.frames)]
+    assert len(identity_map(scene, outputs)[0]) == 1
+    assert session._counters.next_id == 2
+    # the same scene with SAM3's fixed 0.8: the memory is never re-seeded, the track is lost and re-born
+    session = TrackingSession(ScriptedSegmenter(scene, info), ["box"],
+                              TrackerConfig(keyframe_every=4, recondition_score=0.8))
+    for _ in range(scene.frames):
+        session.update(np.zeros((H, W, 3), np.uint8))
+    assert session._counters.next_id > 2
 
 
 def test_short_occlusion_keeps_the_id():
