@@ -60,6 +60,7 @@ class TrainConfig(BaseModel):
     negative_rate: float = Field(0.15, ge=0, lt=1)
     max_gap: int = Field(6, ge=1)  # tracker pairs are 1..max_gap frames apart
     loss_weights: LossWeightsConfig = Field(default_factory=LossWeightsConfig)
+    negative_queries: bool = False  # negatives also teach query scores 0 (SAM3: presence only)
     # optimisation
     stages: list[Stage] = Field(default_factory=lambda: [Stage(steps=1000)])
     batch_pairs: int = Field(8, gt=0)  # frame pairs per step (two frames each: 2x images)

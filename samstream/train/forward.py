@@ -27,13 +27,15 @@ class TrainModule(nn.Module):
     """model + adapters as one module (what DDP wraps); `forward(batch)` returns the loss terms."""
 
     def __init__(self, model: Sam3VideoModel, adapters: Sam3IAdapters, tokenizer: PreTrainedTokenizerBase,
-                 weights: LossWeights = LossWeights(), train_tracker: bool = True) -> None:
+                 weights: LossWeights = LossWeights(), train_tracker: bool = True,
+                 negative_queries: bool = False) -> None:
         super().__init__()
         self.model = model
         self.adapters = adapters
         self.tokenizer = tokenizer
         self.weights = weights
         self.train_tracker = train_tracker
+        self.negative_queries = negative_queries
         self.sam3i = Sam3I(model.detector_model, adapters)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -45,7 +47,7 @@ class TrainModule(nn.Module):
                                 return_tensors="pt").to(device)
         with self.sam3i.routing(batch.levels):
             out = detector(vision_embeds=vision, input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
-        losses = detection_loss(out, batch.targets, self.weights)
+        losses = detection_loss(out, batch.targets, self.weights, self.negative_queries)
         if self.train_tracker and len(batch.track_prompts):
             track = self._track(vision, batch, device)
             losses.update({k: v for k, v in track.items() if k != "loss"})

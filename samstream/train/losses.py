@@ -78,8 +78,12 @@ def match(logits: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor, target
     return torch.as_tensor(x, dtype=torch.long), torch.as_tensor(targets, dtype=torch.long)
 
 
-def detection_loss(out, targets: list[DetectionTarget], weights: LossWeights) -> dict[str, torch.Tensor]:
-    """SAM3's detector losses over a batch; returns each term (weighted) and their sum as 'loss'."""
+def detection_loss(out, targets: list[DetectionTarget], weights: LossWeights,
+                   negative_queries: bool = False) -> dict[str, torch.Tensor]:
+    """SAM3's detector losses over a batch; returns each term (weighted) and their sum as 'loss'.
+    `negative_queries`: also teach every query of a negative sample a score of 0 (DETR's way). SAM3 leaves
+    negatives to the presence head alone; a small model trained from scratch learns presence slowly, and until
+    it does, query scores on negatives are untrained."""
     device = out.pred_logits.device
     terms = {k: torch.zeros((), device=device) for k in ("cls", "presence", "box_l1", "giou", "mask_bce", "dice",
                                                         "semantic")}
@@ -96,8 +100,11 @@ def detection_loss(out, targets: list[DetectionTarget], weights: LossWeights) ->
                                      align_corners=False)[0, 0]
             terms["semantic"] = terms["semantic"] + (F.binary_cross_entropy_with_logits(
                 semantic.flatten(), (union > 0.5).float().flatten(), reduction="none") * keep).mean()
-        if len(target.masks) == 0:
-            continue  # a negative: only presence (and the semantic mask) learn from it
+        if len(target.masks) == 0:  # a negative: presence and the semantic mask learn from it (and scores, if asked)
+            if negative_queries:
+                terms["cls"] = terms["cls"] + F.binary_cross_entropy_with_logits(
+                    out.pred_logits[b], torch.zeros_like(out.pred_logits[b]))
+            continue
         logits, boxes, masks = out.pred_logits[b], out.pred_boxes[b], out.pred_masks[b]
         q, t = match(logits, boxes, masks, target, weights)
         labels = torch.zeros_like(logits)
@@ -112,10 +119,10 @@ def detection_loss(out, targets: list[DetectionTarget], weights: LossWeights) ->
         terms["dice"] = terms["dice"] + dice_loss(pred, goal, keep).sum()
         matched += len(q)
     batch = len(targets)
-    positives = max(int(present.sum().item()), 1)
+    scored = max(batch if negative_queries else int(present.sum().item()), 1)  # samples whose query scores learn
     norm = max(matched, 1)
     scaled = {
-        "cls": terms["cls"] / positives, "presence": terms["presence"], "box_l1": terms["box_l1"] / norm,
+        "cls": terms["cls"] / scored, "presence": terms["presence"], "box_l1": terms["box_l1"] / norm,
         "giou": terms["giou"] / norm, "mask_bce": terms["mask_bce"] / norm, "dice": terms["dice"] / norm,
         "semantic": terms["semantic"] / batch,
     }

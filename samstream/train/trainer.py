@@ -70,7 +70,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     trainable = build_trainable(config, device)
     module = TrainModule(trainable.model, trainable.adapters, trainable.tokenizer,
-                         weights=LossWeights(**config.loss_weights.model_dump()),
+                         weights=LossWeights(**config.loss_weights.model_dump()), negative_queries=config.negative_queries,
                          train_tracker=config.train_tracker and config.data == "world").to(device).train()
     params = trainable_parameters(module)
     decay = [p for n, p in params.items() if p.ndim >= 2]

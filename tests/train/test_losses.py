@@ -66,6 +66,21 @@ def test_a_negative_teaches_only_presence():
     assert out.presence_logits.grad.abs().sum() > 0
 
 
+def test_a_negative_can_also_teach_query_scores():
+    t = target()
+    empty = DetectionTarget(torch.zeros(0, 8, 8), torch.zeros(0, 4), torch.zeros(8, 8, dtype=torch.bool))
+    logits, boxes, masks = prediction(t)
+    logits = logits.clone().requires_grad_()
+    out = Out(logits[None], boxes[None], masks[None], torch.tensor([[3.0]]))
+    losses = detection_loss(out, [empty], LossWeights(), negative_queries=True)
+    assert losses["cls"] > 0 and losses["dice"] == 0
+    losses["loss"].backward()
+    assert (logits.grad > 0).all()  # every query's score is pushed down
+    confident = detection_loss(Out(torch.full_like(logits, 8.0)[None], boxes[None], masks[None], torch.tensor([[3.0]])),
+                               [empty], LossWeights(), negative_queries=True)
+    assert confident["cls"] > losses["cls"]
+
+
 def test_tracker_loss_teaches_masks_where_present_and_scores_everywhere():
     targets = torch.zeros(2, 8, 8)
     targets[0, 2:6, 2:6] = 1  # item 1: the object has gone
