@@ -14,11 +14,12 @@ import statistics
 import time
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 import torch
 from transformers import Sam3VideoConfig, Sam3VideoModel
 
-from samstream.model.loader import resolve_device
+from samstream.model.loader import load_segmenter, resolve_device
 from samstream.model.sam3 import Sam3Segmenter
 from samstream.model.segmenter import ModelInfo
 from samstream.model.tiny import SMALL, build_tiny_model, tiny_video_config
@@ -140,6 +141,7 @@ def bench_model(device: str = "auto", full: bool = False, repeats: int = 5) -> d
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "repeats": repeats,
+        "model": seg.info.name,
         "frame": "1280x720",
         "results": results,
     }
@@ -154,23 +156,36 @@ def _rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def _object_costs(seg: Sam3Segmenter, frame: np.ndarray, repeats: int, device: torch.device
+def _object_scene(height: int = 720, width: int = 1280, count: int = 16) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A frame with `count` distinct coloured shapes on a textured background, and each shape's mask: what the
+    tracker follows in the cost measurements (a trained model then propagates object-sized masks)."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(70, 110, (height, width, 3), dtype=np.uint8)
+    masks = []
+    for i in range(count):
+        row, col = divmod(i, 4)
+        cy, cx = 90 + row * (height - 180) // 3, 160 + col * (width - 320) // 3
+        mask = np.zeros((height, width), np.uint8)
+        if i % 2:
+            cv2.ellipse(mask, (cx, cy), (70, 50), 0, 0, 360, 1, -1)
+        else:
+            cv2.rectangle(mask, (cx - 60, cy - 45), (cx + 60, cy + 45), 1, -1)
+        colour = np.array([(255, 60, 60), (60, 200, 60), (60, 90, 255), (240, 220, 40)][i % 4], np.uint8)
+        frame[mask > 0] = colour
+        masks.append(mask > 0)
+    return frame, masks
+
+
+def _object_costs(seg: Sam3Segmenter, repeats: int, device: torch.device
                   ) -> tuple[dict[str, dict[str, float]], list[float]]:
     """Non-keyframe and keyframe cost with 1, 4, 16 objects tracked. The counts are measured in interleaved
     rounds (1, 4, 16, 1, 4, 16, ...), so a burst of load from another process on a shared machine lands on every
     count alike; the 16-vs-1 ratio is taken within each round, then its median."""
-    h, w = frame.shape[:2]
-    memories, first_masks = {}, {}
+    frame, shapes = _object_scene()
+    memories = {}
     for n in OBJECT_COUNTS:
-        masks = {}
-        for i in range(n):
-            mask = np.zeros((h, w), dtype=bool)
-            row, col = divmod(i, 4)
-            mask[20 + 170 * row: 150 + 170 * row, 20 + 310 * col: 300 + 310 * col] = True
-            masks[i + 1] = mask
         memories[n] = seg.new_memory()
-        memories[n].condition(seg.encode_frame(frame), masks)
-        first_masks[n] = masks[1]
+        memories[n].condition(seg.encode_frame(frame), {i + 1: shapes[i] for i in range(n)})
 
     def non_keyframe(n: int) -> None:
         memories[n].propagate(seg.encode_frame(frame))
@@ -179,7 +194,7 @@ def _object_costs(seg: Sam3Segmenter, frame: np.ndarray, repeats: int, device: t
         features = seg.encode_frame(frame)
         memories[n].propagate(features)
         seg.detect(features, ["object"], ["concept"])
-        memories[n].condition(features, {1: first_masks[n]})
+        memories[n].condition(features, {1: shapes[0]})
 
     times: dict[tuple[str, int], list[float]] = {(kind, n): [] for kind in ("non_keyframe_ms", "keyframe_ms")
                                                  for n in OBJECT_COUNTS}
@@ -200,17 +215,18 @@ def _object_costs(seg: Sam3Segmenter, frame: np.ndarray, repeats: int, device: t
     return costs, [round(a / b, 2) for a, b in zip(most, one)]
 
 
-def bench_tracker(device: str = "auto", frames: int = 10_000, repeats: int = 5) -> dict:
+def bench_tracker(device: str = "auto", frames: int = 10_000, repeats: int = 5, model: str | None = None) -> dict:
     """Per-frame tracker cost by object count, keyframe vs not, and resident memory over an endless stream
-    (built-in tiny model; 1280x720 frames for the costs, 64x48 frames for the long run)."""
+    (the default model: the shipped trained one, so propagated masks are object-sized as in use; 1280x720
+    frames of drawn shapes for the costs, 64x48 frames for the long run)."""
     from samstream.tracker.session import TrackerConfig, TrackingSession
 
     torch_device = resolve_device(device)
-    seg = _segmenter("tiny", torch_device)
-    frame = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), dtype=np.uint8)
+    seg = load_segmenter(model, device=str(torch_device))
+    frame, _ = _object_scene()
     with torch.inference_mode():
         vision_ms = _median_ms(lambda: seg.encode_frame(frame), repeats, torch_device)
-        costs, ratios = _object_costs(seg, frame, repeats, torch_device)
+        costs, ratios = _object_costs(seg, repeats, torch_device)
 
     session = TrackingSession(seg, ["square"], TrackerConfig(keyframe_every=5))
     rss, warmup = [], min(1000, frames // 5)
@@ -228,6 +244,7 @@ def bench_tracker(device: str = "auto", frames: int = 10_000, repeats: int = 5) 
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "repeats": repeats,
+        "model": seg.info.name,
         "frame": "1280x720",
         "vision_ms": vision_ms,
         "objects": costs,

@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto")
     bench.add_argument("--repeats", type=_positive_int, default=5)
     bench.add_argument("--frames", type=_positive_int, default=10_000, help="tracker: length of the long run")
+    bench.add_argument("--model", help="tracker: the model to track with (default: the shipped small model)")
     bench.add_argument("--out", help="write the JSON here too")
 
     synth = sub.add_parser("synth", help="generate a synthetic dataset with exact ground truth (docs/data.md)")
@@ -366,7 +367,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from samstream.bench import bench_model, bench_tracker
 
     if args.what == "tracker":
-        report = bench_tracker(device=args.device, frames=args.frames, repeats=args.repeats)
+        report = bench_tracker(device=args.device, frames=args.frames, repeats=args.repeats, model=args.model)
     else:
         report = bench_model(device=args.device, full=args.full, repeats=args.repeats)
     text = json.dumps(report, indent=2)

@@ -18,5 +18,6 @@ def test_bench_tracker_reports_costs_and_memory():
     report = bench_tracker(device="cpu", frames=60, repeats=1)
     assert set(report["objects"]) == {str(n) for n in OBJECT_COUNTS}
     assert all(row["keyframe_ms"] > 0 and row["non_keyframe_ms"] > 0 for row in report["objects"].values())
-    assert report["ratio_16_vs_1_objects"] > 0
+    assert report["ratio_16_vs_1_objects"] > 0 and len(report["ratio_16_vs_1_objects_by_round"]) == 1
+    assert report["model"] == "builtin:small"  # the trained model: propagated masks are object-sized
     assert report["long_run"]["rss_mb_samples"] and report["long_run"]["rss_growth_after_warmup_pct"] is not None
