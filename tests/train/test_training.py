@@ -96,14 +96,19 @@ def test_full_training_on_a_coco_dataset(tmp_path):
 def test_cli_trains_and_rejects_bad_configs(tmp_path):
     good = tmp_path / "good.toml"
     good.write_text(f'model = "tiny"\ntokenizer_scenes = 20\nbatch_pairs = 1\nwarmup_steps = 1\n'
-                    f'validation_samples = 2\nout = "{tmp_path / "cli"}"\n[[stages]]\nsteps = 1\n')
+                    f'validation_samples = 2\nout = "{tmp_path / "cli"}"\nnegative_queries = true\n'
+                    f'[loss_weights]\ncls = 4.0\n[[stages]]\nsteps = 1\n')
     cli = [sys.executable, "-m", "samstream", "train"]
     done = subprocess.run([*cli, str(good), "--quiet"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "model written to" in done.stdout and (tmp_path / "cli/model/config.json").exists()
+    recorded = json.loads((tmp_path / "cli/config.json").read_text())
+    assert recorded["negative_queries"] is True and recorded["loss_weights"]["cls"] == 4.0
+    assert recorded["loss_weights"]["dice"] == 5.0  # unset weights keep SAM3's
     bad = tmp_path / "bad.toml"
     for text, message in [('mode = "magic"', "mode"), ("lr = -1", "lr"), ("colour = 3", "colour"),
-                          ("steps = [", "not valid TOML")]:
+                          ("steps = [", "not valid TOML"), ("[loss_weights]\nclss = 1", "loss_weights.clss"),
+                          ("[loss_weights]\ncls = -1", "loss_weights.cls")]:
         bad.write_text(text + "\n")
         done = subprocess.run([*cli, str(bad)], capture_output=True, text=True, timeout=120)
         assert done.returncode == 1 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
