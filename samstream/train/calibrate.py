@@ -1,5 +1,7 @@
-"""Choosing the score threshold on held-out data (recorded in the model folder, not hard-coded): the one that
-maximises mean gIoU (negatives count 1 when nothing is returned) over validation samples."""
+"""Checks of a trained detector on held-out data, recorded in the model folder (not hard-coded):
+- the score threshold: the one that maximises mean gIoU (negatives count 1 when nothing is returned);
+- text reliance: how well the top-scoring query finds the target given the sample's own instruction versus
+  another sample's. A model that ignores its instruction scores the same on both (an objectness detector)."""
 
 from __future__ import annotations
 
@@ -13,23 +15,27 @@ from samstream.train.world_batches import WorldBatches
 THRESHOLDS = np.round(np.arange(0.05, 0.86, 0.05), 2)
 
 
+def _detect(module: TrainModule, pixels: torch.Tensor, texts: list[str], levels: list[str]):
+    """(scores (B, Q), masks (B, Q, m, m) bool) of the detector for these frames and instructions."""
+    device = next(module.parameters()).device
+    detector = module.model.detector_model
+    vision = detector.get_vision_features(pixel_values=pixels.to(device))
+    tokens = module.tokenizer(texts, padding="max_length", max_length=CONTEXT_LENGTH, truncation=True,
+                              return_tensors="pt").to(device)
+    with module.sam3i.routing(levels):
+        out = detector(vision_embeds=vision, input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
+    return (out.pred_logits.sigmoid() * out.presence_logits.sigmoid()).float().cpu(), (out.pred_masks > 0).cpu()
+
+
 @torch.no_grad()
 def choose_threshold(module: TrainModule, batches: WorldBatches, samples: int, pairs: int = 8) -> dict:
     """{'score_threshold', 'giou' (at it), 'by_threshold'}: per-sample union-mask IoU at each threshold."""
     module.eval()
-    device = next(module.parameters()).device
-    detector = module.model.detector_model
     totals = np.zeros(len(THRESHOLDS))
     count = 0
     while count < samples:
         batch = batches.sample(pairs)
-        vision = detector.get_vision_features(pixel_values=batch.pixels.to(device))
-        tokens = module.tokenizer(batch.texts, padding="max_length", max_length=CONTEXT_LENGTH, truncation=True,
-                                  return_tensors="pt").to(device)
-        with module.sam3i.routing(batch.levels):
-            out = detector(vision_embeds=vision, input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
-        scores = (out.pred_logits.sigmoid() * out.presence_logits.sigmoid()).float().cpu()  # (B, Q)
-        masks = (out.pred_masks > 0).cpu()  # (B, Q, m, m)
+        scores, masks = _detect(module, batch.pixels, batch.texts, batch.levels)
         for b, target in enumerate(batch.targets):
             truth = (target.masks > 0.5).any(0) if len(target.masks) else torch.zeros(masks.shape[-2:], dtype=torch.bool)
             for k, threshold in enumerate(THRESHOLDS):
@@ -43,3 +49,31 @@ def choose_threshold(module: TrainModule, batches: WorldBatches, samples: int, p
     best = int(np.argmax(means))
     return {"score_threshold": float(THRESHOLDS[best]), "giou": float(means[best]),
             "by_threshold": {f"{t:.2f}": round(float(m), 4) for t, m in zip(THRESHOLDS, means)}}
+
+
+def _top_query_iou(scores: torch.Tensor, masks: torch.Tensor, target_masks: torch.Tensor) -> float:
+    """IoU of the top-scoring query's mask with the target it overlaps most."""
+    top = masks[int(scores.argmax())]
+    truth = target_masks > 0.5
+    inter = (top[None] & truth).flatten(1).sum(-1)
+    union = (top[None] | truth).flatten(1).sum(-1).clamp(min=1)
+    return float((inter / union).max())
+
+
+@torch.no_grad()
+def text_reliance(module: TrainModule, batches: WorldBatches, samples: int, pairs: int = 8) -> dict:
+    """Mean top-query IoU on positive samples with their own instruction and with the next sample's."""
+    module.eval()
+    own, other = [], []
+    while len(own) < samples:
+        batch = batches.sample(pairs)
+        shift = list(range(1, len(batch.texts))) + [0]
+        mine = _detect(module, batch.pixels, batch.texts, batch.levels)
+        theirs = _detect(module, batch.pixels, [batch.texts[j] for j in shift], [batch.levels[j] for j in shift])
+        for b, target in enumerate(batch.targets):
+            if len(target.masks):
+                own.append(_top_query_iou(mine[0][b], mine[1][b], target.masks))
+                other.append(_top_query_iou(theirs[0][b], theirs[1][b], target.masks))
+    module.train()
+    return {"top_query_iou_own_text": round(float(np.mean(own)), 4),
+            "top_query_iou_other_text": round(float(np.mean(other)), 4), "samples": len(own)}

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from samstream.errors import ConfigError
 from samstream.model.loader import resolve_device, save_segmenter_model
-from samstream.train.calibrate import choose_threshold
+from samstream.train.calibrate import choose_threshold, text_reliance
 from samstream.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from samstream.train.config import TrainConfig
 from samstream.train.forward import TrainModule
@@ -150,6 +150,8 @@ def export(config: TrainConfig, module: TrainModule, trainable, folder: Path) ->
     if config.validation_samples and config.data == "world":
         calibration = choose_threshold(module, _batches(config, trainable, len(config.stages) - 1, 0, "heldout"),
                                        config.validation_samples)
+        calibration["text_reliance"] = text_reliance(
+            module, _batches(config, trainable, len(config.stages) - 1, 1, "heldout"), config.validation_samples // 2)
     if config.mode == "lora":
         merge_lora(trainable.model)
     model = trainable.model.cpu().eval()

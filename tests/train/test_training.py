@@ -82,6 +82,8 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert segmenter.info.score_threshold == meta["score_threshold"]
     assert segmenter.info.birth_threshold == meta["birth_threshold"] >= meta["score_threshold"]
     assert meta["calibration"]["by_threshold"] and meta["training"]["model"] == "tiny"
+    reliance = meta["calibration"]["text_reliance"]
+    assert reliance["samples"] >= 2 and 0 <= reliance["top_query_iou_other_text"] <= 1
 
 
 def test_full_training_on_a_coco_dataset(tmp_path):
