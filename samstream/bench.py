@@ -34,16 +34,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _time_ms(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return (time.perf_counter() - start) * 1000
+
+
 def _median_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1000)
-    return round(statistics.median(times), 2)
+    return round(statistics.median(_time_ms(fn, device) for _ in range(repeats)), 2)
 
 
 def _segmenter(preset: str, device: torch.device) -> Sam3Segmenter:
@@ -176,12 +177,11 @@ def _object_scene(height: int = 720, width: int = 1280, count: int = 16) -> tupl
     return frame, masks
 
 
-def _object_costs(seg: Sam3Segmenter, repeats: int, device: torch.device
-                  ) -> tuple[dict[str, dict[str, float]], list[float]]:
+def _object_costs(seg: Sam3Segmenter, frame: np.ndarray, shapes: list[np.ndarray], repeats: int,
+                  device: torch.device) -> tuple[dict[str, dict[str, float]], list[float]]:
     """Non-keyframe and keyframe cost with 1, 4, 16 objects tracked. The counts are measured in interleaved
     rounds (1, 4, 16, 1, 4, 16, ...), so a burst of load from another process on a shared machine lands on every
     count alike; the 16-vs-1 ratio is taken within each round, then its median."""
-    frame, shapes = _object_scene()
     memories = {}
     for n in OBJECT_COUNTS:
         memories[n] = seg.new_memory()
@@ -204,11 +204,7 @@ def _object_costs(seg: Sam3Segmenter, repeats: int, device: torch.device
     for kind, fn in (("non_keyframe_ms", non_keyframe), ("keyframe_ms", keyframe)):  # keyframes re-condition
         for _ in range(repeats):
             for n in OBJECT_COUNTS:
-                _sync(device)
-                start = time.perf_counter()
-                fn(n)
-                _sync(device)
-                times[kind, n].append((time.perf_counter() - start) * 1000)
+                times[kind, n].append(_time_ms(lambda: fn(n), device))
     costs = {str(n): {kind: round(statistics.median(times[kind, n]), 2) for kind in ("non_keyframe_ms", "keyframe_ms")}
              for n in OBJECT_COUNTS}
     most, one = times["non_keyframe_ms", OBJECT_COUNTS[-1]], times["non_keyframe_ms", 1]
@@ -223,10 +219,10 @@ def bench_tracker(device: str = "auto", frames: int = 10_000, repeats: int = 5, 
 
     torch_device = resolve_device(device)
     seg = load_segmenter(model, device=str(torch_device))
-    frame, _ = _object_scene()
+    frame, shapes = _object_scene()
     with torch.inference_mode():
         vision_ms = _median_ms(lambda: seg.encode_frame(frame), repeats, torch_device)
-        costs, ratios = _object_costs(seg, repeats, torch_device)
+        costs, ratios = _object_costs(seg, frame, shapes, repeats, torch_device)
 
     session = TrackingSession(seg, ["square"], TrackerConfig(keyframe_every=5))
     rss, warmup = [], min(1000, frames // 5)

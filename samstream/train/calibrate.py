@@ -15,15 +15,18 @@ from samstream.train.world_batches import WorldBatches
 THRESHOLDS = np.round(np.arange(0.05, 0.86, 0.05), 2)
 
 
-def _detect(module: TrainModule, pixels: torch.Tensor, texts: list[str], levels: list[str]):
-    """(scores (B, Q), masks (B, Q, m, m) bool) of the detector for these frames and instructions."""
+def _vision(module: TrainModule, pixels: torch.Tensor):
+    return module.model.detector_model.get_vision_features(pixel_values=pixels.to(next(module.parameters()).device))
+
+
+def _detect(module: TrainModule, vision, texts: list[str], levels: list[str]):
+    """(scores (B, Q), masks (B, Q, m, m) bool) of the detector for these frames' features and instructions."""
     device = next(module.parameters()).device
-    detector = module.model.detector_model
-    vision = detector.get_vision_features(pixel_values=pixels.to(device))
     tokens = module.tokenizer(texts, padding="max_length", max_length=CONTEXT_LENGTH, truncation=True,
                               return_tensors="pt").to(device)
     with module.sam3i.routing(levels):
-        out = detector(vision_embeds=vision, input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
+        out = module.model.detector_model(vision_embeds=vision, input_ids=tokens.input_ids,
+                                          attention_mask=tokens.attention_mask)
     return (out.pred_logits.sigmoid() * out.presence_logits.sigmoid()).float().cpu(), (out.pred_masks > 0).cpu()
 
 
@@ -35,7 +38,7 @@ def choose_threshold(module: TrainModule, batches: WorldBatches, samples: int, p
     count = 0
     while count < samples:
         batch = batches.sample(pairs)
-        scores, masks = _detect(module, batch.pixels, batch.texts, batch.levels)
+        scores, masks = _detect(module, _vision(module, batch.pixels), batch.texts, batch.levels)
         for b, target in enumerate(batch.targets):
             truth = (target.masks > 0.5).any(0) if len(target.masks) else torch.zeros(masks.shape[-2:], dtype=torch.bool)
             for k, threshold in enumerate(THRESHOLDS):
@@ -68,8 +71,9 @@ def text_reliance(module: TrainModule, batches: WorldBatches, samples: int, pair
     while len(own) < samples:
         batch = batches.sample(pairs)
         shift = list(range(1, len(batch.texts))) + [0]
-        mine = _detect(module, batch.pixels, batch.texts, batch.levels)
-        theirs = _detect(module, batch.pixels, [batch.texts[j] for j in shift], [batch.levels[j] for j in shift])
+        vision = _vision(module, batch.pixels)
+        mine = _detect(module, vision, batch.texts, batch.levels)
+        theirs = _detect(module, vision, [batch.texts[j] for j in shift], [batch.levels[j] for j in shift])
         for b, target in enumerate(batch.targets):
             if len(target.masks):
                 own.append(_top_query_iou(mine[0][b], mine[1][b], target.masks))

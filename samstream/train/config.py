@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from samstream.errors import ConfigError
 from samstream.model.levels import LEVELS
+from samstream.train.losses import LossWeights
 
 
 class Stage(BaseModel):
@@ -30,21 +31,6 @@ class Stage(BaseModel):
         return value
 
 
-class LossWeightsConfig(BaseModel):
-    """`[loss_weights]`: each SAM3 loss term's weight (also the Hungarian matching cost's weights)."""
-
-    model_config = ConfigDict(extra="forbid")
-    cls: float = Field(2.0, ge=0)
-    presence: float = Field(2.0, ge=0)
-    box_l1: float = Field(5.0, ge=0)
-    giou: float = Field(2.0, ge=0)
-    mask_bce: float = Field(5.0, ge=0)
-    dice: float = Field(5.0, ge=0)
-    semantic: float = Field(1.0, ge=0)
-    track_mask: float = Field(5.0, ge=0)
-    track_score: float = Field(1.0, ge=0)
-
-
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # what to train
@@ -59,7 +45,7 @@ class TrainConfig(BaseModel):
     images_root: str | None = None  # COCO images folder (default: the annotation file's folder)
     negative_rate: float = Field(0.15, ge=0, lt=1)
     max_gap: int = Field(6, ge=1)  # tracker pairs are 1..max_gap frames apart
-    loss_weights: LossWeightsConfig = Field(default_factory=LossWeightsConfig)
+    loss_weights: LossWeights = Field(default_factory=LossWeights)
     negative_queries: bool = False  # negatives also teach query scores 0 (SAM3: presence only)
     # optimisation
     stages: list[Stage] = Field(default_factory=lambda: [Stage(steps=1000)])

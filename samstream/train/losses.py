@@ -8,27 +8,28 @@ present, p(present) everywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lap
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 
 from samstream.train.world_batches import DetectionTarget
 
 
-@dataclass(frozen=True)
-class LossWeights:
-    cls: float = 2.0
-    presence: float = 2.0
-    box_l1: float = 5.0
-    giou: float = 2.0
-    mask_bce: float = 5.0
-    dice: float = 5.0
-    semantic: float = 1.0
-    track_mask: float = 5.0
-    track_score: float = 1.0
+class LossWeights(BaseModel):
+    """Each loss term's weight (also the Hungarian matching cost's): SAM3's defaults; `[loss_weights]` in a config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cls: float = Field(2.0, ge=0)
+    presence: float = Field(2.0, ge=0)
+    box_l1: float = Field(5.0, ge=0)
+    giou: float = Field(2.0, ge=0)
+    mask_bce: float = Field(5.0, ge=0)
+    dice: float = Field(5.0, ge=0)
+    semantic: float = Field(1.0, ge=0)
+    track_mask: float = Field(5.0, ge=0)
+    track_score: float = Field(1.0, ge=0)
 
 
 def box_giou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,6 @@ from samstream.train.calibrate import choose_threshold, text_reliance
 from samstream.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from samstream.train.config import TrainConfig
 from samstream.train.forward import TrainModule
-from samstream.train.losses import LossWeights
 from samstream.train.setup import build_trainable, merge_lora, trainable_parameters
 from samstream.train.world_batches import WorldBatches
 
@@ -70,7 +69,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     trainable = build_trainable(config, device)
     module = TrainModule(trainable.model, trainable.adapters, trainable.tokenizer,
-                         weights=LossWeights(**config.loss_weights.model_dump()), negative_queries=config.negative_queries,
+                         weights=config.loss_weights, negative_queries=config.negative_queries,
                          train_tracker=config.train_tracker and config.data == "world").to(device).train()
     params = trainable_parameters(module)
     decay = [p for n, p in params.items() if p.ndim >= 2]
