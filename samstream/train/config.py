@@ -21,6 +21,7 @@ class Stage(BaseModel):
     name: str = "joint"
     steps: int = Field(gt=0)
     levels: dict[str, float] = Field(default_factory=lambda: {level: 1.0 for level in LEVELS})
+    freeze: list[str] = Field(default_factory=list)  # parameter-name prefixes held fixed in this stage
 
     @field_validator("levels")
     @classmethod
@@ -36,6 +37,7 @@ class TrainConfig(BaseModel):
     # what to train
     model: str = "small"  # "small" (the shipped size) or "tiny": a new model; else a sam3_video folder / hub id
     tokenizer_scenes: int = Field(1500, gt=0)  # new models: world scenes whose instructions train the BPE
+    text_init: Literal["clip", "identity"] = "clip"  # new models: how the text encoder starts (setup.identity_text_start)
     mode: Literal["full", "adapters", "lora"] = "full"  # adapters: SAM3 frozen, SAM3-I adapters only
     lora_rank: int = 16  # SAM3-I's LoRA alternative: r=16, alpha=32
     lora_alpha: int = 32
@@ -44,6 +46,7 @@ class TrainConfig(BaseModel):
     data: str = "world"  # "world" (rendered on the fly) or a COCO-format annotation file
     images_root: str | None = None  # COCO images folder (default: the annotation file's folder)
     negative_rate: float = Field(0.15, ge=0, lt=1)
+    instructions_per_frame: int = Field(1, ge=1, le=8)  # world data: instructions asked of each frame (SAM3: many)
     max_gap: int = Field(6, ge=1)  # tracker pairs are 1..max_gap frames apart
     loss_weights: LossWeights = Field(default_factory=LossWeights)
     negative_queries: bool = False  # negatives also teach query scores 0 (SAM3: presence only)

@@ -11,7 +11,7 @@ from samstream.model.sam3_memory import _Entry, _mask_as_output, _propagate_grou
 from samstream.model.sam3i import Sam3I, Sam3IAdapters
 from samstream.model.segmenter import FrameFeatures
 from samstream.model.tokenizer import CONTEXT_LENGTH
-from samstream.train.losses import LossWeights, detection_loss, tracker_loss
+from samstream.train.losses import LossWeights, alignment_loss, detection_loss, match_batch, tracker_loss
 from samstream.train.world_batches import Batch
 
 
@@ -43,11 +43,26 @@ class TrainModule(nn.Module):
         detector = self.model.detector_model
         pixels = batch.pixels.to(device)
         vision = detector.get_vision_features(pixel_values=pixels)
+        per_sample = vision if batch.frames is None else select_frames(vision, batch.frames, len(pixels))
         tokens = self.tokenizer(batch.texts, padding="max_length", max_length=CONTEXT_LENGTH, truncation=True,
                                 return_tensors="pt").to(device)
-        with self.sam3i.routing(batch.levels):
-            out = detector(vision_embeds=vision, input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
-        losses = detection_loss(out, batch.targets, self.weights, self.negative_queries)
+        scoring_inputs: dict = {}
+        hook = None
+        if self.weights.align > 0:  # keep what the query-text scorer saw, to score every query against every text
+            hook = detector.dot_product_scoring.register_forward_hook(
+                lambda module, args, kwargs, output: scoring_inputs.update(kwargs), with_kwargs=True)
+        try:
+            with self.sam3i.routing(batch.levels):
+                out = detector(vision_embeds=per_sample, input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
+        finally:
+            if hook is not None:
+                hook.remove()
+        matches = match_batch(out, batch.targets, self.weights)
+        losses = detection_loss(out, batch.targets, self.weights, self.negative_queries, matches)
+        if self.weights.align > 0:
+            cross = cross_scores(detector.dot_product_scoring, **scoring_inputs)
+            losses["align"] = alignment_loss(cross, matches, batch.texts, batch.frames) * self.weights.align
+            losses["loss"] = losses["loss"] + losses["align"]
         if self.train_tracker and len(batch.track_prompts):
             track = self._track(vision, batch, device)
             losses.update({k: v for k, v in track.items() if k != "loss"})
@@ -73,6 +88,32 @@ class TrainModule(nn.Module):
             logits = nn.functional.interpolate(logits[:, None], size=targets.shape[-2:], mode="bilinear",
                                                align_corners=False)[:, 0]
         return tracker_loss(logits, out.object_score_logits.reshape(-1), targets, self.weights)
+
+
+def select_frames(vision, rows: list[int], frames: int):
+    """The vision features of `rows` of the batch (a frame asked several instructions is encoded once)."""
+    index = torch.as_tensor(rows, device=vision.fpn_hidden_states[0].device)
+
+    def pick(value):
+        if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == frames:
+            return value[index]
+        if isinstance(value, tuple):
+            return tuple(pick(v) for v in value)
+        return value
+
+    return type(vision)(**{key: pick(value) for key, value in vision.items()})
+
+
+def cross_scores(scoring: nn.Module, decoder_hidden_states: torch.Tensor, text_features: torch.Tensor,
+                 text_mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, Q, B) logits: every sample's final-layer queries (decoded with its own instruction) scored against
+    every sample's instruction by the detector's own query-text scorer (the diagonal is `pred_logits`)."""
+    queries = decoder_hidden_states[-1]
+    images, count, width = queries.shape
+    texts = text_features.shape[0]
+    every = queries.reshape(1, 1, images * count, width).expand(1, texts, images * count, width)
+    scores = scoring(decoder_hidden_states=every, text_features=text_features, text_mask=text_mask)
+    return scores[0, :, :, 0].reshape(texts, images, count).permute(1, 2, 0)
 
 
 def pixels_dtype(model: nn.Module) -> torch.dtype:

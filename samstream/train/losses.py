@@ -30,6 +30,7 @@ class LossWeights(BaseModel):
     semantic: float = Field(1.0, ge=0)
     track_mask: float = Field(5.0, ge=0)
     track_score: float = Field(1.0, ge=0)
+    align: float = Field(0.0, ge=0)  # instruction-query InfoNCE (SAM3-I's stage-3 alignment); 0 = off
 
 
 def box_giou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -79,12 +80,25 @@ def match(logits: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor, target
     return torch.as_tensor(x, dtype=torch.long), torch.as_tensor(targets, dtype=torch.long)
 
 
+Matches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def match_batch(out, targets: list[DetectionTarget], weights: LossWeights) -> Matches:
+    """Each sample's Hungarian match, (query indices, target indices); empty for negatives."""
+    device = out.pred_logits.device
+    return [match(out.pred_logits[b], out.pred_boxes[b], out.pred_masks[b],
+                  DetectionTarget(t.masks.to(device), t.boxes.to(device), t.ignore.to(device)), weights)
+            for b, t in enumerate(targets)]
+
+
 def detection_loss(out, targets: list[DetectionTarget], weights: LossWeights,
-                   negative_queries: bool = False) -> dict[str, torch.Tensor]:
+                   negative_queries: bool = False, matches: Matches | None = None) -> dict[str, torch.Tensor]:
     """SAM3's detector losses over a batch; returns each term (weighted) and their sum as 'loss'.
     `negative_queries`: also teach every query of a negative sample a score of 0 (DETR's way). SAM3 leaves
     negatives to the presence head alone; a small model trained from scratch learns presence slowly, and until
-    it does, query scores on negatives are untrained."""
+    it does, query scores on negatives are untrained. `matches`: from `match_batch` (computed here if None)."""
+    if matches is None:
+        matches = match_batch(out, targets, weights)
     device = out.pred_logits.device
     terms = {k: torch.zeros((), device=device) for k in ("cls", "presence", "box_l1", "giou", "mask_bce", "dice",
                                                         "semantic")}
@@ -107,7 +121,7 @@ def detection_loss(out, targets: list[DetectionTarget], weights: LossWeights,
                     out.pred_logits[b], torch.zeros_like(out.pred_logits[b]))
             continue
         logits, boxes, masks = out.pred_logits[b], out.pred_boxes[b], out.pred_masks[b]
-        q, t = match(logits, boxes, masks, target, weights)
+        q, t = matches[b]
         labels = torch.zeros_like(logits)
         labels[q] = 1.0
         terms["cls"] = terms["cls"] + F.binary_cross_entropy_with_logits(logits, labels)
@@ -130,6 +144,31 @@ def detection_loss(out, targets: list[DetectionTarget], weights: LossWeights,
     weighted = {k: v * getattr(weights, k) for k, v in scaled.items()}
     weighted["loss"] = sum(weighted.values())
     return weighted
+
+
+def alignment_loss(cross_logits: torch.Tensor, matches: Matches, texts: list[str],
+                   frames: list[int] | None = None) -> torch.Tensor:
+    """Instruction-query InfoNCE. `cross_logits[i, q, j]` is sample i's query q scored against instruction j
+    (the detector's own query-text score). Each matched query must score its own instruction above the batch's
+    other instructions; instructions with the same text as its own count as its own. Another instruction asked
+    of the same frame (`frames`: each sample's frame) is left out: it may name the same object, and the
+    classification loss already teaches that frame's queries which instruction they answer. Without this a
+    small model trained from scratch can satisfy the detection losses with instruction-blind scores."""
+    frames = frames if frames is not None else list(range(len(texts)))
+    same_text = torch.tensor([[a == b for b in texts] for a in texts], device=cross_logits.device)
+    same_frame = torch.tensor([[a == b for b in frames] for a in frames], device=cross_logits.device)
+    counted = same_text | ~same_frame
+    rows, positives, columns = [], [], []
+    for i, (q, _) in enumerate(matches):
+        if len(q):
+            rows.append(cross_logits[i, q.to(cross_logits.device)])
+            positives.append(same_text[i].expand(len(q), -1))
+            columns.append(counted[i].expand(len(q), -1))
+    if not rows or len(set(texts)) < 2:
+        return cross_logits.sum() * 0
+    logits = torch.cat(rows).float().masked_fill(~torch.cat(columns), float("-inf"))
+    positive = torch.cat(positives)
+    return (logits.logsumexp(-1) - logits.masked_fill(~positive, float("-inf")).logsumexp(-1)).mean()
 
 
 def tracker_loss(mask_logits: torch.Tensor, score_logits: torch.Tensor, targets: torch.Tensor,

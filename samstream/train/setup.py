@@ -58,7 +58,12 @@ def build_trainable(config: TrainConfig, device: torch.device) -> Trainable:
         model = Sam3VideoModel(tiny_video_config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                                  eos_token_id=tokenizer.eos_token_id, **NEW_MODEL_SIZES[config.model]))
         adapters = Sam3IAdapters.fresh(model.detector_model)
+        if config.text_init == "identity":
+            identity_text_start(model)
     else:
+        if config.text_init != "clip":
+            raise ConfigError(f"text_init = {config.text_init!r} starts a new text encoder; {config.model} brings "
+                              f"its own (use model = \"small\" or \"tiny\", or drop text_init)")
         path = Path(config.model).expanduser()
         try:
             model = Sam3VideoModel.from_pretrained(str(path) if path.exists() else config.model)
@@ -76,6 +81,21 @@ def build_trainable(config: TrainConfig, device: torch.device) -> Trainable:
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     return Trainable(model, adapters, tokenizer, image_size, mask_size)
+
+
+def identity_text_start(model: Sam3VideoModel, embedding_std: float = 1.0) -> None:
+    """Start a new text encoder as the identity on distinct token embeddings: embeddings drawn at std 1 (not
+    CLIP's 0.02) and every block's attention and MLP output projections zeroed, so at step 0 each token's
+    feature is its own embedding (normalised) and blocks grow their contribution as it pays. With CLIP's start
+    the first block's output (norm ~15) drowns the token embedding (norm ~0.2) and a small model trained from
+    scratch maps every instruction to nearly one vector (docs/model-card.md)."""
+    text = model.detector_model.text_encoder.text_model
+    with torch.no_grad():
+        text.embeddings.token_embedding.weight.normal_(0.0, embedding_std)
+        for layer in text.encoder.layers:
+            for projection in (layer.self_attn.out_proj, layer.mlp.fc2):
+                projection.weight.zero_()
+                projection.bias.zero_()
 
 
 def _set_trainable(model: Sam3VideoModel, adapters: Sam3IAdapters, config: TrainConfig) -> None:

@@ -48,7 +48,8 @@ def _batches(config: TrainConfig, trainable, stage_index: int, rank: int, split:
     if config.data == "world":
         return WorldBatches(trainable.image_size, trainable.mask_size, seed=config.seed * 1000 + stage_index * 97 + rank,
                             split=split, negative_rate=config.negative_rate, level_weights=stage.levels,
-                            max_gap=config.max_gap)
+                            max_gap=config.max_gap,  # validation: one instruction per frame, as in use
+                            instructions_per_frame=config.instructions_per_frame if split == "train" else 1)
     from samstream.train.coco_batches import CocoBatches
 
     return CocoBatches(config.data, trainable.image_size, trainable.mask_size, images_root=config.images_root,
@@ -66,12 +67,13 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     trainable = build_trainable(config, device)
     module = TrainModule(trainable.model, trainable.adapters, trainable.tokenizer,
                          weights=config.loss_weights, negative_queries=config.negative_queries,
                          train_tracker=config.train_tracker and config.data == "world").to(device).train()
     params = trainable_parameters(module)
+    frozen_by_stage = [frozen_parameters(params, stage.freeze, stage.name) for stage in config.stages]
+    out.mkdir(parents=True, exist_ok=True)
     decay = [p for n, p in params.items() if p.ndim >= 2]
     no_decay = [p for n, p in params.items() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -97,6 +99,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
                 continue
             batches = _batches(config, trainable, index, rank)
             batches.skip(step - stage_start)
+            frozen = frozen_by_stage[index]
             while step < stage_end:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, config)
@@ -105,6 +108,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
                     losses = runner(batch)
                 optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
+                for p in frozen:
+                    p.grad = None  # AdamW leaves a parameter without a gradient (and its moments) untouched
                 grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), config.grad_clip)
                 optimizer.step()
                 step += 1
@@ -129,6 +134,19 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     if rank != 0:
         return out / "model"
     return export(config, module, trainable, out / "model")
+
+
+def frozen_parameters(params: dict[str, torch.nn.Parameter], prefixes: list[str], stage: str) -> list[torch.nn.Parameter]:
+    """The trained parameters a stage holds fixed: names (as in the model's state dict, or `adapters.` for the
+    SAM3-I adapters) starting with one of `prefixes`."""
+    frozen = []
+    for prefix in prefixes:
+        hits = [p for name, p in params.items() if name.removeprefix("model.").startswith(prefix)]
+        if not hits:
+            raise ConfigError(f"stage {stage!r}: freeze {prefix!r} names no trained parameter "
+                              f"(e.g. \"detector_model.text_encoder\", \"tracker_model\", \"adapters\")")
+        frozen.extend(hits)
+    return frozen
 
 
 def export_latest(config: TrainConfig) -> Path:

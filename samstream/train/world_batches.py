@@ -36,6 +36,11 @@ class Batch:
     track_prompts: torch.Tensor  # (P, 1, S, S) bool: one object's mask at t0
     track_targets: torch.Tensor  # (P, m, m) float: its mask at t1 (all zero when gone)
     track_gaps: list[int]
+    frames: list[int] | None = None  # per sample, its row of `pixels` (None: sample i is row i)
+
+    @property
+    def frame_index(self) -> list[int]:
+        return self.frames if self.frames is not None else list(range(len(self.texts)))
 
 
 def pick_instruction(generator: TemplateGenerator, objects, rng: np.random.Generator, split: Split,
@@ -57,7 +62,7 @@ class WorldBatches:
 
     def __init__(self, image_size: int, mask_size: int, seed: int = 0, split: Split = "train",
                  negative_rate: float = 0.15, level_weights: dict[str, float] | None = None, max_gap: int = 6,
-                 frames: int = 48, min_objects: int = 1, max_objects: int = 6) -> None:
+                 frames: int = 48, min_objects: int = 1, max_objects: int = 6, instructions_per_frame: int = 1) -> None:
         self.image_size, self.mask_size = image_size, mask_size
         self.rng = np.random.default_rng(seed)
         self.split = split
@@ -68,6 +73,7 @@ class WorldBatches:
         self.level_p = [weights[level] / total for level in self.levels]
         self.max_gap, self.frames = max_gap, frames
         self.min_objects, self.max_objects = min_objects, max_objects
+        self.instructions_per_frame = instructions_per_frame
         self.generator = world_generator()
         self.scene_seed = int(self.rng.integers(1 << 40))
 
@@ -84,11 +90,11 @@ class WorldBatches:
             t0 = int(self.rng.integers(0, self.frames - gap))
             rendered = [self._frame(scene, t) for t in (t0, t0 + gap)]
             for rgb, visible, objects, hidden in rendered:
-                inst = self._instruction(objects)
                 frames.append(rgb)
-                texts.append(inst.text)
-                levels.append(inst.level)
-                targets.append(self._target(visible, inst.targets, hidden))
+                chosen = self._instructions(objects)
+                texts.append([inst.text for inst in chosen])
+                levels.append([inst.level for inst in chosen])
+                targets.append([self._target(visible, inst.targets, hidden) for inst in chosen])
             (_, vis0, objects0, _), (_, vis1, objects1, _) = rendered
             pick = objects0[int(self.rng.integers(len(objects0)))].ann_id if objects0 else None
             prompts.append(vis0[pick] if pick else np.zeros((self.image_size,) * 2, bool))
@@ -98,8 +104,11 @@ class WorldBatches:
         order = list(range(0, 2 * pairs, 2)) + list(range(1, 2 * pairs, 2))  # t0 frames first, then t1 frames
         pixels = torch.from_numpy(np.stack([frames[i] for i in order])).permute(0, 3, 1, 2).float()
         pixels = (pixels / 255.0 - IMAGE_MEAN) / IMAGE_STD
-        return Batch(pixels, [texts[i] for i in order], [levels[i] for i in order], [targets[i] for i in order],
-                     torch.from_numpy(np.stack(prompts))[:, None], torch.from_numpy(np.stack(track_targets)), gaps)
+        rows = [row for row, i in enumerate(order) for _ in texts[i]]  # every frame's instructions, in pixel order
+        return Batch(pixels, [t for i in order for t in texts[i]], [v for i in order for v in levels[i]],
+                     [t for i in order for t in targets[i]], torch.from_numpy(np.stack(prompts))[:, None],
+                     torch.from_numpy(np.stack(track_targets)), gaps,
+                     rows if self.instructions_per_frame > 1 else None)
 
     def _frame(self, scene, t: int):
         rgb, visible = render(scene, t, self.image_size, self.image_size)
@@ -110,6 +119,18 @@ class WorldBatches:
     def _instruction(self, objects) -> Instruction:
         return pick_instruction(self.generator, objects, self.rng, self.split, self.negative_rate, self.levels,
                                 self.level_p)
+
+    def _instructions(self, objects) -> list[Instruction]:
+        """`instructions_per_frame` instructions with different texts (SAM3 asks one image many phrases: with the
+        pixels fixed, only the text explains why the targets differ)."""
+        chosen = [self._instruction(objects)]
+        for _ in range(8 * self.instructions_per_frame):
+            if len(chosen) == self.instructions_per_frame:
+                break
+            inst = self._instruction(objects)
+            if all(inst.text != c.text for c in chosen):
+                chosen.append(inst)
+        return chosen
 
     def _small(self, mask: np.ndarray) -> np.ndarray:
         return cv2.resize(mask.astype(np.float32), (self.mask_size, self.mask_size), interpolation=cv2.INTER_AREA)

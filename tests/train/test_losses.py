@@ -2,7 +2,7 @@
 
 import torch
 
-from samstream.train.losses import LossWeights, box_giou, detection_loss, match, tracker_loss
+from samstream.train.losses import LossWeights, alignment_loss, box_giou, detection_loss, match, tracker_loss
 from samstream.train.world_batches import DetectionTarget
 
 
@@ -89,3 +89,24 @@ def test_tracker_loss_teaches_masks_where_present_and_scores_everywhere():
     wrong = tracker_loss(logits, torch.tensor([-5.0, 5.0]), targets, LossWeights())
     assert right["track_score"] < 0.01 < wrong["track_score"]
     assert right["track_mask"] < 0.1
+
+
+def test_alignment_prefers_each_matched_query_scoring_its_own_instruction_highest():
+    texts = ["circle", "square", "circle", "star"]
+    matches = [(torch.tensor([1]), torch.tensor([0])), (torch.tensor([0, 2]), torch.tensor([0, 1])),
+               (torch.tensor([3]), torch.tensor([0])), (torch.zeros(0, dtype=torch.long),) * 2]  # sample 3: negative
+    own = torch.tensor([[t == u for u in texts] for t in texts], dtype=torch.float32)  # same text = own
+    aligned = torch.zeros(4, 4, 4)
+    aligned[:] = own[:, None, :] * 8 - 4  # every query scores its sample's instruction (and its twins) high
+    swapped = aligned.roll(1, dims=-1)  # ... or someone else's
+    good, bad = alignment_loss(aligned, matches, texts), alignment_loss(swapped, matches, texts)
+    assert good < 0.01 < 1.0 < bad  # < 0.01: the twin "circle" columns count as own, not as negatives
+    flat = alignment_loss(torch.zeros(4, 4, 4), matches, texts)  # scores blind to the text: log(4 / own count)
+    expected = torch.tensor([4 / 2, 4 / 1, 4 / 1, 4 / 2]).log().mean()  # rows: s0 q1, s1 q0, s1 q2, s2 q3
+    assert torch.isclose(flat, expected)
+
+
+def test_alignment_of_a_batch_without_matches_is_zero_but_keeps_the_graph():
+    scores = torch.randn(2, 3, 2, requires_grad=True)
+    loss = alignment_loss(scores, [(torch.zeros(0, dtype=torch.long),) * 2] * 2, ["a", "b"])
+    assert loss.item() == 0 and loss.requires_grad

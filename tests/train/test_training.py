@@ -99,21 +99,28 @@ def test_cli_trains_and_rejects_bad_configs(tmp_path):
     good = tmp_path / "good.toml"
     good.write_text(f'model = "tiny"\ntokenizer_scenes = 20\nbatch_pairs = 1\nwarmup_steps = 1\n'
                     f'validation_samples = 2\nout = "{tmp_path / "cli"}"\nnegative_queries = true\n'
-                    f'[loss_weights]\ncls = 4.0\n[[stages]]\nsteps = 1\n')
+                    f'text_init = "identity"\ninstructions_per_frame = 2\n'
+                    f'[loss_weights]\ncls = 4.0\nalign = 1.0\n[[stages]]\nsteps = 1\nfreeze = ["adapters.text"]\n')
     cli = [sys.executable, "-m", "samstream", "train"]
     done = subprocess.run([*cli, str(good), "--quiet"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "model written to" in done.stdout and (tmp_path / "cli/model/config.json").exists()
     recorded = json.loads((tmp_path / "cli/config.json").read_text())
     assert recorded["negative_queries"] is True and recorded["loss_weights"]["cls"] == 4.0
+    assert recorded["text_init"] == "identity" and recorded["instructions_per_frame"] == 2
+    assert recorded["loss_weights"]["align"] == 1.0 and recorded["stages"][0]["freeze"] == ["adapters.text"]
+    assert "align" in json.loads((tmp_path / "cli/train_log.jsonl").read_text().splitlines()[0])
     assert recorded["loss_weights"]["dice"] == 5.0  # unset weights keep SAM3's
     bad = tmp_path / "bad.toml"
     for text, message in [('mode = "magic"', "mode"), ("lr = -1", "lr"), ("colour = 3", "colour"),
                           ("steps = [", "not valid TOML"), ("[loss_weights]\nclss = 1", "loss_weights.clss"),
-                          ("[loss_weights]\ncls = -1", "loss_weights.cls")]:
+                          ("[loss_weights]\ncls = -1", "loss_weights.cls"), ('text_init = "bert"', "text_init"),
+                          (f'model = "tiny"\ntokenizer_scenes = 20\nout = "{tmp_path / "bad"}"\n[[stages]]\nsteps = 1\n'
+                           f'freeze = ["nothing"]', "'nothing'")]:
         bad.write_text(text + "\n")
         done = subprocess.run([*cli, str(bad)], capture_output=True, text=True, timeout=120)
         assert done.returncode == 1 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
     done = subprocess.run([*cli, str(tmp_path / "missing.toml")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "missing.toml" in done.stderr
 
