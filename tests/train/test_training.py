@@ -2,6 +2,7 @@
 checkpoints, COCO data, the exported folder loads with its calibrated thresholds, bad configs fail cleanly."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -158,3 +159,11 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     worst = max((grads[0][n] - grads[1][n]).abs().max().item() / (grads[0][n].abs().max().item() + 1e-8)
                 for n in grads[0])
     assert worst < 1e-3
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (Path(__file__).parents[2] / "configs").glob("*.toml")))
+def test_every_committed_config_is_valid(path):
+    from samstream.train.config import load_config
+
+    config = load_config(path)
+    assert config.total_steps > 0 and config.model in ("small", "tiny")
