@@ -53,7 +53,8 @@ class TrainModule(nn.Module):
                 lambda module, args, kwargs, output: scoring_inputs.update(kwargs), with_kwargs=True)
         try:
             with self.sam3i.routing(batch.levels):
-                out = detector(vision_embeds=per_sample, input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
+                out = detector(vision_embeds=per_sample, input_ids=tokens.input_ids,
+                               attention_mask=tokens.attention_mask)
         finally:
             if hook is not None:
                 hook.remove()

@@ -136,7 +136,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     return export(config, module, trainable, out / "model")
 
 
-def frozen_parameters(params: dict[str, torch.nn.Parameter], prefixes: list[str], stage: str) -> list[torch.nn.Parameter]:
+def frozen_parameters(params: dict[str, torch.nn.Parameter], prefixes: list[str],
+                      stage: str) -> list[torch.nn.Parameter]:
     """The trained parameters a stage holds fixed: names (as in the model's state dict, or `adapters.` for the
     SAM3-I adapters) starting with one of `prefixes`."""
     frozen = []

@@ -38,10 +38,6 @@ class Batch:
     track_gaps: list[int]
     frames: list[int] | None = None  # per sample, its row of `pixels` (None: sample i is row i)
 
-    @property
-    def frame_index(self) -> list[int]:
-        return self.frames if self.frames is not None else list(range(len(self.texts)))
-
 
 def pick_instruction(generator: TemplateGenerator, objects, rng: np.random.Generator, split: Split,
                      negative_rate: float, levels: list[Level], level_p: list[float]) -> Instruction:

@@ -17,7 +17,7 @@ from samstream.train.world_batches import WorldBatches
 
 def test_each_frame_can_be_asked_several_different_instructions():
     single = WorldBatches(112, 32, seed=9).sample(3)
-    assert single.frames is None and single.frame_index == list(range(6))
+    assert single.frames is None and len(single.texts) == 6
     batch = WorldBatches(112, 32, seed=9, instructions_per_frame=3).sample(3)
     assert batch.pixels.shape[0] == 6 and len(batch.texts) == len(batch.targets) == len(batch.frames)
     assert sorted(set(batch.frames)) == list(range(6))
