@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from samstream.model.tokenizer import CONTEXT_LENGTH
 from samstream.train.forward import TrainModule
 from samstream.train.world_batches import WorldBatches
 
@@ -21,12 +20,7 @@ def _vision(module: TrainModule, pixels: torch.Tensor):
 
 def _detect(module: TrainModule, vision, texts: list[str], levels: list[str]):
     """(scores (B, Q), masks (B, Q, m, m) bool) of the detector for these frames' features and instructions."""
-    device = next(module.parameters()).device
-    tokens = module.tokenizer(texts, padding="max_length", max_length=CONTEXT_LENGTH, truncation=True,
-                              return_tensors="pt").to(device)
-    with module.sam3i.routing(levels):
-        out = module.model.detector_model(vision_embeds=vision, input_ids=tokens.input_ids,
-                                          attention_mask=tokens.attention_mask)
+    out = module.detect(vision, texts, levels)
     return (out.pred_logits.sigmoid() * out.presence_logits.sigmoid()).float().cpu(), (out.pred_masks > 0).cpu()
 
 

@@ -44,17 +44,13 @@ class TrainModule(nn.Module):
         pixels = batch.pixels.to(device)
         vision = detector.get_vision_features(pixel_values=pixels)
         per_sample = vision if batch.frames is None else select_frames(vision, batch.frames, len(pixels))
-        tokens = self.tokenizer(batch.texts, padding="max_length", max_length=CONTEXT_LENGTH, truncation=True,
-                                return_tensors="pt").to(device)
         scoring_inputs: dict = {}
         hook = None
         if self.weights.align > 0:  # keep what the query-text scorer saw, to score every query against every text
             hook = detector.dot_product_scoring.register_forward_hook(
                 lambda module, args, kwargs, output: scoring_inputs.update(kwargs), with_kwargs=True)
         try:
-            with self.sam3i.routing(batch.levels):
-                out = detector(vision_embeds=per_sample, input_ids=tokens.input_ids,
-                               attention_mask=tokens.attention_mask)
+            out = self.detect(per_sample, batch.texts, batch.levels)
         finally:
             if hook is not None:
                 hook.remove()
@@ -69,6 +65,14 @@ class TrainModule(nn.Module):
             losses.update({k: v for k, v in track.items() if k != "loss"})
             losses["loss"] = losses["loss"] + track["loss"]
         return losses
+
+    def detect(self, vision, texts: list[str], levels: list[str]):
+        """The detector on these frames' features, each with its instruction through its level's SAM3-I route."""
+        tokens = self.tokenizer(texts, padding="max_length", max_length=CONTEXT_LENGTH, truncation=True,
+                                return_tensors="pt").to(next(self.model.parameters()).device)
+        with self.sam3i.routing(levels):
+            return self.model.detector_model(vision_embeds=vision, input_ids=tokens.input_ids,
+                                             attention_mask=tokens.attention_mask)
 
     def _track(self, vision, batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
         tracker = self.model.tracker_model
