@@ -229,7 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                                             levels=config.stages[-1].levels)],
                                            "warmup_steps": min(config.warmup_steps, args.steps)})
     if args.export_only:
-        folder = export_latest(config)
+        folder = export_latest(config, progress=not args.quiet)
     else:
         folder = train(config, resume=not args.no_resume, progress=not args.quiet)
     print(f"samstream train: model written to {folder} (load it with --model {folder})")

@@ -95,8 +95,9 @@ def _frames(data_dir: Path, video: dict):
 
 
 def evaluate_videos(segmenter: Segmenter, data_dir: Path, keyframe_every: int = 5, max_items: int | None = None,
-                    progress: bool = True) -> dict:
-    """All instructions of a video in one tracking session (as a worker runs a stream)."""
+                    progress: bool = True, birth_threshold: float | None = None) -> dict:
+    """All instructions of a video in one tracking session (as a worker runs a stream). `birth_threshold`
+    overrides the model's (None: the model's own)."""
     data = load_dataset(data_dir, "videos")
     records = instruction_records(data_dir, "videos", data)
     by_video: dict[int, list[dict]] = defaultdict(list)
@@ -108,7 +109,8 @@ def evaluate_videos(segmenter: Segmenter, data_dir: Path, keyframe_every: int = 
         items = by_video[video["id"]]
         texts = list(dict.fromkeys(r["instruction"] for r in items))
         levels = [next(r["level"] for r in items if r["instruction"] == t) for t in texts]
-        session = TrackingSession(segmenter, texts, TrackerConfig(keyframe_every=keyframe_every), levels=levels)
+        config = TrackerConfig(keyframe_every=keyframe_every, birth_threshold=birth_threshold)
+        session = TrackingSession(segmenter, texts, config, levels=levels)
         tracks: dict[str, tuple[list[list[int]], list[list[dict]]]] = {t: ([], []) for t in texts}
         for rgb in _frames(data_dir, video):
             instances = session.update(rgb)

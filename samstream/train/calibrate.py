@@ -1,5 +1,6 @@
 """Checks of a trained detector on held-out data, recorded in the model folder (not hard-coded):
-- the score threshold: the one that maximises mean gIoU (negatives count 1 when nothing is returned);
+- the score threshold: the one that maximises gIoU on positives and no-target accuracy on negatives, weighed
+  by a stated share of negatives (`pick_threshold`);
 - text reliance: how well the top-scoring query finds the target given the sample's own instruction versus
   another sample's. A model that ignores its instruction scores the same on both (an objectness detector)."""
 
@@ -11,7 +12,9 @@ import torch
 from samstream.train.forward import TrainModule
 from samstream.train.world_batches import WorldBatches
 
-THRESHOLDS = np.round(np.arange(0.05, 0.86, 0.05), 2)
+THRESHOLDS = np.array([0.02, 0.03, 0.05, 0.07, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55,
+                       0.6, 0.65, 0.7, 0.75, 0.8, 0.85])
+NEGATIVE_SHARE = 0.25  # the share of asked instructions assumed to have no target when weighing the two kinds
 
 
 def _vision(module: TrainModule, pixels: torch.Tensor):
@@ -24,28 +27,46 @@ def _detect(module: TrainModule, vision, texts: list[str], levels: list[str]):
     return (out.pred_logits.sigmoid() * out.presence_logits.sigmoid()).float().cpu(), (out.pred_masks > 0).cpu()
 
 
+def pick_threshold(positive_iou: np.ndarray, negative_empty: np.ndarray, negative_share: float = NEGATIVE_SHARE,
+                   thresholds: np.ndarray = THRESHOLDS) -> dict:
+    """Choose the score threshold from per-sample results at every threshold: `positive_iou` (P, K) the IoU of
+    each positive's returned union with its targets, `negative_empty` (N, K) whether each negative returned
+    nothing. The objective weighs the two kinds by a stated share, (1 - share) x gIoU + share x no-target
+    accuracy, so the choice does not follow how many negatives happened to be drawn."""
+    giou = positive_iou.mean(0) if len(positive_iou) else np.zeros(len(thresholds))
+    empty = negative_empty.mean(0) if len(negative_empty) else np.ones(len(thresholds))
+    objective = (1 - negative_share) * giou + negative_share * empty
+    best = int(np.argmax(objective))
+    return {"score_threshold": float(thresholds[best]), "objective": round(float(objective[best]), 4),
+            "giou": round(float(giou[best]), 4), "no_target_accuracy": round(float(empty[best]), 4),
+            "negative_share": negative_share, "positives": len(positive_iou), "negatives": len(negative_empty),
+            "by_threshold": {f"{t:g}": {"objective": round(float(o), 4), "giou": round(float(g), 4),
+                                        "no_target_accuracy": round(float(e), 4)}
+                             for t, o, g, e in zip(thresholds, objective, giou, empty)}}
+
+
 @torch.no_grad()
-def choose_threshold(module: TrainModule, batches: WorldBatches, samples: int, pairs: int = 8) -> dict:
-    """{'score_threshold', 'giou' (at it), 'by_threshold'}: per-sample union-mask IoU at each threshold."""
+def choose_threshold(module: TrainModule, batches: WorldBatches, samples: int, pairs: int = 8,
+                     negative_share: float = NEGATIVE_SHARE) -> dict:
+    """Run the detector on `samples` held-out samples and `pick_threshold` on what each threshold returns."""
     module.eval()
-    totals = np.zeros(len(THRESHOLDS))
-    count = 0
-    while count < samples:
+    positive, negative = [], []
+    while len(positive) + len(negative) < samples:
         batch = batches.sample(pairs)
         scores, masks = _detect(module, _vision(module, batch.pixels), batch.texts, batch.levels)
         for b, target in enumerate(batch.targets):
             truth = (target.masks > 0.5).any(0) if len(target.masks) else torch.zeros(masks.shape[-2:], dtype=torch.bool)
-            for k, threshold in enumerate(THRESHOLDS):
-                keep = scores[b] > threshold
-                pred = masks[b][keep].any(0) if keep.any() else torch.zeros_like(truth)
-                union = (pred | truth).sum().item()
-                totals[k] += 1.0 if union == 0 else (pred & truth).sum().item() / union
-            count += 1
+            keep = scores[b][None] > torch.as_tensor(THRESHOLDS, dtype=scores.dtype)[:, None]  # (K, Q)
+            pred = (keep[:, :, None, None] & masks[b][None]).any(1)  # (K, m, m): the union returned at each threshold
+            if truth.any():
+                inter = (pred & truth).flatten(1).sum(-1).float()
+                union = (pred | truth).flatten(1).sum(-1).float()
+                positive.append((inter / union).numpy())
+            else:
+                negative.append((~pred.flatten(1).any(-1)).numpy())
     module.train()
-    means = totals / max(count, 1)
-    best = int(np.argmax(means))
-    return {"score_threshold": float(THRESHOLDS[best]), "giou": float(means[best]),
-            "by_threshold": {f"{t:.2f}": round(float(m), 4) for t, m in zip(THRESHOLDS, means)}}
+    return pick_threshold(np.array(positive).reshape(-1, len(THRESHOLDS)),
+                          np.array(negative).reshape(-1, len(THRESHOLDS)), negative_share)
 
 
 def _top_query_iou(scores: torch.Tensor, masks: torch.Tensor, target_masks: torch.Tensor) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -16,14 +17,17 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
 
 
-def save_checkpoint(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> Path:
-    """Write checkpoint `folder` atomically (a .part folder renamed when complete)."""
+def save_checkpoint(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+                    stored: Iterable[str] | None = None) -> Path:
+    """Write checkpoint `folder` atomically (a .part folder renamed when complete). `stored`: the parameters to
+    store (default: those that require a gradient now)."""
     folder = Path(folder)
     part = folder.with_name(folder.name + ".part")
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
     names = {id(p): n for n, p in module.named_parameters()}
-    params = {n: p.detach().contiguous().cpu() for n, p in module.named_parameters() if p.requires_grad}
+    stored = set(stored) if stored is not None else {n for n, p in module.named_parameters() if p.requires_grad}
+    params = {n: p.detach().contiguous().cpu() for n, p in module.named_parameters() if n in stored}
     save_file(params, part / PARAMS_FILE)
     tensors: dict[str, torch.Tensor] = {}
     for group in optimizer.param_groups:

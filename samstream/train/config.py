@@ -35,9 +35,12 @@ class Stage(BaseModel):
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # what to train
-    model: str = "small"  # "small" (the shipped size) or "tiny": a new model; else a sam3_video folder / hub id
+    model: str = "small"  # "small" (the shipped size) or "tiny": a new model; else "builtin:small" (the shipped
+    # weights), a sam3_video folder or a hub id to start from
     tokenizer_scenes: int = Field(1500, gt=0)  # new models: world scenes whose instructions train the BPE
-    text_init: Literal["clip", "identity"] = "clip"  # new models: how the text encoder starts (setup.identity_text_start)
+    # how the text encoder starts (setup.identity_text_start): new models default to CLIP's start; a loaded model
+    # keeps its own unless "identity" restarts it (e.g. the shipped model's, which ignores its instruction)
+    text_init: Literal["clip", "identity"] | None = None
     mode: Literal["full", "adapters", "lora"] = "full"  # adapters: SAM3 frozen, SAM3-I adapters only
     lora_rank: int = 16  # SAM3-I's LoRA alternative: r=16, alpha=32
     lora_alpha: int = 32
@@ -69,6 +72,10 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(500, gt=0)
     log_every: int = Field(20, gt=0)
     validation_samples: int = Field(256, ge=0)  # held-out samples to choose the score threshold on
+    # how the threshold weighs the two kinds of sample: (1 - share) x gIoU on positives + share x no-target accuracy
+    calibration_negative_share: float = Field(0.25, ge=0, le=1)
+    birth_calibration_videos: int = Field(8, ge=0)  # world data: clips the birth threshold is chosen on (0: a margin)
+    birth_calibration_frames: int = Field(30, ge=2)  # ...and their length
     export_dtype: Literal["fp32", "fp16", "bf16"] = "fp32"  # precision the exported weights are stored in
 
     @property

@@ -14,7 +14,8 @@ import torch
 from tqdm import tqdm
 
 from samstream.errors import ConfigError
-from samstream.model.loader import resolve_device, save_segmenter_model
+from samstream.model.loader import load_segmenter, resolve_device, save_segmenter_model
+from samstream.train.birth import choose_birth_threshold
 from samstream.train.calibrate import choose_threshold, text_reliance
 from samstream.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from samstream.train.config import TrainConfig
@@ -23,7 +24,7 @@ from samstream.train.setup import build_trainable, merge_lora, trainable_paramet
 from samstream.train.world_batches import WorldBatches
 
 MODEL_META_FILE = "samstream.json"  # trained-model metadata beside config.json: thresholds, training run
-BIRTH_MARGIN = 0.15  # a new track needs score >= threshold + this (SAM3: 0.5 -> 0.7, capped below 0.95)
+BIRTH_MARGIN = 0.15  # without clips to choose it on: a new track needs threshold + this (SAM3: 0.5 -> 0.7)
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -73,6 +74,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
                          train_tracker=config.train_tracker and config.data == "world").to(device).train()
     params = trainable_parameters(module)
     frozen_by_stage = [frozen_parameters(params, stage.freeze, stage.name) for stage in config.stages]
+    for p in held_in_every_stage(frozen_by_stage):
+        p.requires_grad_(False)  # no stage trains it: backward skips it (a frozen backbone costs no backward pass)
     out.mkdir(parents=True, exist_ok=True)
     decay = [p for n, p in params.items() if p.ndim >= 2]
     no_decay = [p for n, p in params.items() if p.ndim < 2]
@@ -123,7 +126,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
                     bar.set_postfix(loss=f"{record['loss']:.3f}")
                 if rank == 0 and (step % config.checkpoint_every == 0 or step == config.total_steps):
                     save_checkpoint(out / "checkpoints" / f"step-{step:07d}", module, optimizer,
-                                    {"step": step, "stage": stage.name})
+                                    {"step": step, "stage": stage.name}, stored=params)
     finally:
         bar.close()
         if log is not None:
@@ -133,7 +136,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
         torch.distributed.destroy_process_group()
     if rank != 0:
         return out / "model"
-    return export(config, module, trainable, out / "model")
+    return export(config, module, trainable, out / "model", progress=progress)
 
 
 def frozen_parameters(params: dict[str, torch.nn.Parameter], prefixes: list[str],
@@ -150,7 +153,15 @@ def frozen_parameters(params: dict[str, torch.nn.Parameter], prefixes: list[str]
     return frozen
 
 
-def export_latest(config: TrainConfig) -> Path:
+def held_in_every_stage(frozen_by_stage: list[list[torch.nn.Parameter]]) -> list[torch.nn.Parameter]:
+    """The parameters that every stage holds fixed."""
+    if not frozen_by_stage:
+        return []
+    later = [{id(p) for p in frozen} for frozen in frozen_by_stage[1:]]
+    return [p for p in frozen_by_stage[0] if all(id(p) in ids for ids in later)]
+
+
+def export_latest(config: TrainConfig, progress: bool = True) -> Path:
     """Export the newest checkpoint of a run (stopped early, or still going) as a model folder `<out>/model`."""
     out = Path(config.out)
     checkpoint = latest_checkpoint(out)
@@ -159,15 +170,15 @@ def export_latest(config: TrainConfig) -> Path:
     trainable = build_trainable(config, torch.device("cpu"))
     module = TrainModule(trainable.model, trainable.adapters, trainable.tokenizer)
     load_checkpoint(checkpoint, module, None)
-    return export(config, module, trainable, out / "model")
+    return export(config, module, trainable, out / "model", progress=progress)
 
 
-def export(config: TrainConfig, module: TrainModule, trainable, folder: Path) -> Path:
+def export(config: TrainConfig, module: TrainModule, trainable, folder: Path, progress: bool = True) -> Path:
     """Choose the score threshold on held-out templates and write the model folder."""
     calibration = {"score_threshold": 0.5, "giou": None}
     if config.validation_samples and config.data == "world":
         calibration = choose_threshold(module, _batches(config, trainable, len(config.stages) - 1, 0, "heldout"),
-                                       config.validation_samples)
+                                       config.validation_samples, negative_share=config.calibration_negative_share)
         calibration["text_reliance"] = text_reliance(
             module, _batches(config, trainable, len(config.stages) - 1, 1, "heldout"), config.validation_samples // 2)
     if config.mode == "lora":
@@ -182,6 +193,14 @@ def export(config: TrainConfig, module: TrainModule, trainable, folder: Path) ->
     meta = {"trained": True, "score_threshold": threshold, "birth_threshold": round(min(threshold + BIRTH_MARGIN, 0.95), 2),
             "calibration": calibration, "training": json.loads(config.model_dump_json())}
     (part / MODEL_META_FILE).write_text(json.dumps(meta, indent=1))
+    if config.validation_samples and config.data == "world" and config.birth_calibration_videos:
+        # the birth bar is chosen by tracking clips with the exported model itself, as users load it
+        birth = choose_birth_threshold(load_segmenter(str(part), device=config.device),
+                                       videos=config.birth_calibration_videos, frames=config.birth_calibration_frames,
+                                       negative_share=config.calibration_negative_share, progress=progress)
+        meta["birth_threshold"] = birth["birth_threshold"]
+        calibration["birth"] = birth
+        (part / MODEL_META_FILE).write_text(json.dumps(meta, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     part.rename(folder)
     return folder

@@ -3,6 +3,7 @@ instruction-query alignment loss on the detector's own scores, and a text encode
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from samstream.errors import ConfigError
 from samstream.model.sam3i import Sam3IAdapters
@@ -86,24 +87,62 @@ def test_identity_text_start_keeps_words_apart(init):
         assert off_diagonal.min() > 0.6  # CLIP's start: the first block's output swamps the word
 
 
-def test_identity_text_start_is_refused_for_a_loaded_checkpoint(tmp_path):
+def test_a_loaded_checkpoint_can_restart_its_text_encoder_and_train_around_a_frozen_rest(tmp_path):
+    """The shipped model's fine-tune (configs/small-retext.toml) on a user-style checkpoint stored in fp16: the
+    text encoder restarts with words apart, parts every stage holds fixed stay bit-identical (and cost no
+    backward pass), the detector learns, and checkpoints keep the restarted text so a resume or export sees it."""
+
     from samstream.model.loader import save_segmenter_model
+    from samstream.train.config import Stage
+    from samstream.train.trainer import train
 
     model, tokenizer = build_tiny_model()
-    save_segmenter_model(model, tokenizer, tmp_path / "sam3")
+    save_segmenter_model(model, tokenizer, tmp_path / "sam3", dtype=torch.float16)
+    base = load_file(tmp_path / "sam3/model.safetensors")
+    held = ["detector_model.vision_encoder", "detector_model.text_encoder", "tracker_model", "tracker_neck"]
+    config = TrainConfig(model=str(tmp_path / "sam3"), text_init="identity", out=str(tmp_path / "run"), batch_pairs=1,
+                         warmup_steps=1, checkpoint_every=2, validation_samples=2, birth_calibration_videos=0,
+                         device="cpu", train_tracker=False,
+                         stages=[Stage(steps=1, freeze=[*held, "adapters.text"]), Stage(steps=1, freeze=held)])
+    trainable = build_trainable(config, torch.device("cpu"))
+    assert all(p.dtype == torch.float32 for p in trainable.model.parameters())  # fp16 on disk, fp32 to train
+    text = trainable.model.detector_model.text_encoder.text_model
+    assert all(layer.mlp.fc2.weight.abs().sum() == 0 for layer in text.encoder.layers)
+    restarted = text.embeddings.token_embedding.weight.detach().clone()
+    assert not torch.equal(restarted, base["detector_model.text_encoder.text_model.embeddings.token_embedding.weight"].float())
+    folder = train(config, progress=False)
+    after = load_file(folder / "model.safetensors")
+    fixed = [k for k in base if k.startswith(tuple(held))]
+    assert fixed and all(torch.equal(after[k], base[k].float()) for k in fixed if ".text_encoder." not in k)
+    assert torch.equal(after["detector_model.text_encoder.text_model.embeddings.token_embedding.weight"], restarted)
+    assert any(not torch.equal(after[k], base[k].float()) for k in after if k.startswith("detector_model.detr_decoder."))
+    checkpoint = load_file(tmp_path / "run/checkpoints/step-0000002/trainable.safetensors")
+    assert "model.detector_model.text_encoder.text_model.embeddings.token_embedding.weight" in checkpoint
     with pytest.raises(ConfigError, match="text_init"):
-        build_trainable(TrainConfig(model=str(tmp_path / "sam3"), text_init="identity"), torch.device("cpu"))
+        build_trainable(TrainConfig(model=str(tmp_path / "sam3"), text_init="clip"), torch.device("cpu"))
+
+
+def test_the_shipped_model_is_a_training_base():
+    from samstream.model.adapter_io import ADAPTERS_FILE
+    from samstream.model.loader import SHIPPED_FOLDER
+
+    trainable = build_trainable(TrainConfig(model="builtin:small", mode="adapters"), torch.device("cpu"))
+    assert all(p.dtype == torch.float32 for p in trainable.model.parameters())
+    assert not any(p.requires_grad for p in trainable.model.parameters())
+    shipped = load_file(SHIPPED_FOLDER / ADAPTERS_FILE)
+    loaded = trainable.adapters.state_dict()
+    assert shipped.keys() == loaded.keys() and all(torch.equal(shipped[k].float(), loaded[k]) for k in shipped)
 
 
 def test_a_stage_can_hold_the_text_encoder_fixed_and_the_next_trains_it(tmp_path):
-    from safetensors.torch import load_file
 
     from samstream.train.config import Stage
     from samstream.train.trainer import train
 
     stages = [Stage(name="words-fixed", steps=2, freeze=["detector_model.text_encoder"]), Stage(name="all", steps=1)]
     config = TrainConfig(model="tiny", tokenizer_scenes=30, text_init="identity", out=str(tmp_path / "run"),
-                         batch_pairs=1, warmup_steps=1, checkpoint_every=2, validation_samples=2, device="cpu",
+                         batch_pairs=1, warmup_steps=1, checkpoint_every=2, validation_samples=2,
+                         birth_calibration_videos=0, device="cpu",
                          train_tracker=False, stages=stages)
     start = {f"model.{k}": v.clone() for k, v in build_trainable(config, torch.device("cpu")).model.state_dict().items()}
     train(config, progress=False)

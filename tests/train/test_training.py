@@ -15,6 +15,7 @@ from samstream.model.adapter_io import ADAPTERS_FILE
 from samstream.model.loader import load_segmenter, save_segmenter_model
 from samstream.model.sam3i import Sam3IAdapters
 from samstream.model.tiny import build_tiny_model
+from samstream.train.birth import birth_candidates
 from samstream.train.config import Stage, TrainConfig
 from samstream.train.trainer import train
 
@@ -30,7 +31,7 @@ def base_folder(tmp_path_factory):
 
 def config(tmp_path, **kw) -> TrainConfig:
     defaults = dict(out=str(tmp_path / "run"), batch_pairs=1, warmup_steps=1, log_every=1, checkpoint_every=2,
-                    validation_samples=4, device="cpu", stages=[Stage(steps=2)])
+                    validation_samples=4, birth_calibration_videos=0, device="cpu", stages=[Stage(steps=2)])
     defaults.update(kw)
     return TrainConfig(**defaults)
 
@@ -67,7 +68,8 @@ def test_lora_trains_only_low_rank_deltas_and_exports_merged_weights(base_folder
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
-    cfg = config(tmp_path, model="tiny", tokenizer_scenes=30, stages=[Stage(steps=2)], checkpoint_every=1)
+    cfg = config(tmp_path, model="tiny", tokenizer_scenes=30, stages=[Stage(steps=2)], checkpoint_every=1,
+                 birth_calibration_videos=1, birth_calibration_frames=6)
     train(cfg, progress=False)
     first = load_file(tmp_path / "run/checkpoints/step-0000002/trainable.safetensors")
     longer = cfg.model_copy(update={"stages": [Stage(steps=4)]})
@@ -83,6 +85,10 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert segmenter.info.score_threshold == meta["score_threshold"]
     assert segmenter.info.birth_threshold == meta["birth_threshold"] >= meta["score_threshold"]
     assert meta["calibration"]["by_threshold"] and meta["training"]["model"] == "tiny"
+    assert meta["calibration"]["negative_share"] == 0.25 and meta["calibration"]["positives"] > 0
+    birth = meta["calibration"]["birth"]  # chosen by tracking a generated clip at each candidate bar
+    assert birth["birth_threshold"] == meta["birth_threshold"]
+    assert list(birth["by_birth_threshold"]) == [f"{bar:g}" for bar in birth_candidates(meta["score_threshold"])]
     reliance = meta["calibration"]["text_reliance"]
     assert reliance["samples"] >= 2 and 0 <= reliance["top_query_iou_other_text"] <= 1
 
@@ -99,7 +105,7 @@ def test_full_training_on_a_coco_dataset(tmp_path):
 def test_cli_trains_and_rejects_bad_configs(tmp_path):
     good = tmp_path / "good.toml"
     good.write_text(f'model = "tiny"\ntokenizer_scenes = 20\nbatch_pairs = 1\nwarmup_steps = 1\n'
-                    f'validation_samples = 2\nout = "{tmp_path / "cli"}"\nnegative_queries = true\n'
+                    f'validation_samples = 2\nbirth_calibration_videos = 0\nout = "{tmp_path / "cli"}"\nnegative_queries = true\n'
                     f'text_init = "identity"\ninstructions_per_frame = 2\n'
                     f'[loss_weights]\ncls = 4.0\nalign = 1.0\n[[stages]]\nsteps = 1\nfreeze = ["adapters.text"]\n')
     cli = [sys.executable, "-m", "samstream", "train"]
@@ -130,7 +136,7 @@ def test_ddp_with_torchrun_on_cpu(tmp_path):
     """Two processes (gloo) train one model with DDP (averaged gradients); rank 0 alone logs and saves."""
     cfg = tmp_path / "ddp.toml"
     cfg.write_text(f'model = "tiny"\ntokenizer_scenes = 20\nbatch_pairs = 1\nwarmup_steps = 1\nlog_every = 1\n'
-                   f'validation_samples = 2\ntrain_tracker = false\nout = "{tmp_path / "ddp"}"\n[[stages]]\nsteps = 2\n')
+                   f'validation_samples = 2\nbirth_calibration_videos = 0\ntrain_tracker = false\nout = "{tmp_path / "ddp"}"\n[[stages]]\nsteps = 2\n')
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
                            "29517", "-m", "samstream", "train", str(cfg), "--quiet"],
                           capture_output=True, text=True, timeout=600)

@@ -1,0 +1,59 @@
+"""How a trained model's thresholds are chosen: the score threshold weighs positives and negatives by a stated
+share (not by how many of each were drawn), the birth threshold by tracking clips at each candidate bar."""
+
+import numpy as np
+import pytest
+
+from samstream.train.birth import birth_candidates, pick_birth
+from samstream.train.calibrate import pick_threshold
+
+THRESHOLDS = np.array([0.1, 0.2, 0.3])
+# A weak model: positives' IoU falls as the threshold rises, negatives come back empty more often.
+POSITIVE_IOU = np.array([[0.8, 0.6, 0.1], [0.6, 0.4, 0.0]])  # gIoU 0.7, 0.5, 0.05
+NEGATIVE_EMPTY = np.array([[0, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 0]], dtype=bool)  # no-target accuracy 0, 0.5, 0.75
+
+
+@pytest.mark.parametrize("share, chosen", [(0.0, 0.1), (0.25, 0.1), (0.5, 0.2), (0.9, 0.3)])
+def test_the_stated_negative_share_decides_the_score_threshold(share, chosen):
+    picked = pick_threshold(POSITIVE_IOU, NEGATIVE_EMPTY, share, THRESHOLDS)
+    assert picked["score_threshold"] == chosen
+    giou, empty = POSITIVE_IOU.mean(0), NEGATIVE_EMPTY.mean(0)
+    k = list(THRESHOLDS).index(chosen)
+    assert picked["objective"] == pytest.approx((1 - share) * giou[k] + share * empty[k], abs=1e-4)
+    assert picked["giou"] == pytest.approx(giou[k]) and picked["no_target_accuracy"] == pytest.approx(empty[k])
+    assert set(picked["by_threshold"]) == {"0.1", "0.2", "0.3"}
+
+
+def test_drawing_more_negatives_does_not_move_the_threshold():
+    """The old objective (negatives counting 1 or 0 in one mean) moved with the share of negatives drawn."""
+    once = pick_threshold(POSITIVE_IOU, NEGATIVE_EMPTY, 0.5, THRESHOLDS)
+    many = pick_threshold(POSITIVE_IOU, np.repeat(NEGATIVE_EMPTY, 20, axis=0), 0.5, THRESHOLDS)
+    assert once["score_threshold"] == many["score_threshold"] == 0.2
+    pooled = np.concatenate([POSITIVE_IOU, np.repeat(NEGATIVE_EMPTY, 20, axis=0)]).mean(0)
+    assert THRESHOLDS[int(np.argmax(pooled))] == 0.3  # what one pooled mean would have picked
+
+
+def test_no_negatives_drawn_leaves_positives_to_decide():
+    picked = pick_threshold(POSITIVE_IOU, np.zeros((0, 3), bool), 0.25, THRESHOLDS)
+    assert picked["score_threshold"] == 0.1 and picked["negatives"] == 0
+
+
+def test_birth_candidates_start_at_the_score_threshold_and_stay_below_one():
+    assert birth_candidates(0.05) == [0.05, 0.1, 0.15, 0.2, 0.25, 0.35]
+    assert birth_candidates(0.8) == [0.8, 0.85, 0.9, 0.95]
+
+
+def test_the_birth_bar_with_the_best_tracking_wins():
+    results = {0.05: {"HOTA": 0.30, "IDF1": 0.35, "no_target_accuracy": 0.2},
+               0.1: {"HOTA": 0.28, "IDF1": 0.33, "no_target_accuracy": 0.6},
+               0.2: {"HOTA": 0.05, "IDF1": 0.06, "no_target_accuracy": 1.0}}
+    picked = pick_birth(results, negative_share=0.25)
+    assert picked["birth_threshold"] == 0.1  # 0.75 x 0.28 + 0.25 x 0.6 = 0.36 beats 0.275 and 0.2875
+    assert picked["objective"] == pytest.approx(0.36)
+    assert list(picked["by_birth_threshold"]) == ["0.05", "0.1", "0.2"]
+    assert pick_birth(results, negative_share=0.0)["birth_threshold"] == 0.05
+
+
+def test_equal_tracking_prefers_the_lower_birth_bar():
+    same = {"HOTA": 0.4, "IDF1": 0.4, "no_target_accuracy": None}
+    assert pick_birth({0.3: same, 0.2: same}, 0.25)["birth_threshold"] == 0.2
