@@ -88,7 +88,7 @@ def test_identity_text_start_keeps_words_apart(init):
 
 
 def test_a_loaded_checkpoint_can_restart_its_text_encoder_and_train_around_a_frozen_rest(tmp_path):
-    """The shipped model's fine-tune (configs/small-retext.toml) on a user-style checkpoint stored in fp16: the
+    """A fine-tune that restarts a loaded checkpoint's text (stored in fp16, like the shipped model): the
     text encoder restarts with words apart, parts every stage holds fixed stay bit-identical (and cost no
     backward pass), the detector learns, and checkpoints keep the restarted text so a resume or export sees it."""
 
