@@ -12,7 +12,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-
 from tqdm import tqdm
 
 from samstream.data.engine import instruction_set, write_instructions

@@ -174,7 +174,8 @@ def export_latest(config: TrainConfig, progress: bool = True) -> Path:
 
 
 def export(config: TrainConfig, module: TrainModule, trainable, folder: Path, progress: bool = True) -> Path:
-    """Choose the score threshold on held-out templates and write the model folder."""
+    """Choose the score threshold (held-out templates) and the birth threshold (tracked held-out clips), and write
+    the model folder."""
     calibration = {"score_threshold": 0.5, "giou": None}
     if config.validation_samples and config.data == "world":
         calibration = choose_threshold(module, _batches(config, trainable, len(config.stages) - 1, 0, "heldout"),
