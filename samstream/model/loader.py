@@ -76,10 +76,7 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
     else:
         name = model
         if model == BUILTIN_SMALL:
-            if not (SHIPPED_FOLDER / "config.json").is_file():
-                raise ModelLoadError(f"{BUILTIN_SMALL} is not installed ({SHIPPED_FOLDER} is missing): "
-                                     "reinstall samstream, or train it with `samstream train configs/small.toml`")
-            model = str(SHIPPED_FOLDER)
+            model = str(shipped_folder())
         network, tokenizer = _from_pretrained(model, image_size)
         trained = True
         threshold, birth = SAM3_SCORE_THRESHOLD, SAM3_BIRTH_THRESHOLD
@@ -106,6 +103,14 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
             raise ModelLoadError("--compile needs a CUDA device")
         network.detector_model.vision_encoder = torch.compile(network.detector_model.vision_encoder)
     return segmenter
+
+
+def shipped_folder() -> Path:
+    """The folder of `builtin:small`; a clear error when the package was installed without it."""
+    if not (SHIPPED_FOLDER / "config.json").is_file():
+        raise ModelLoadError(f"{BUILTIN_SMALL} is not installed ({SHIPPED_FOLDER} is missing): "
+                             "reinstall samstream, or train it with `samstream train configs/small.toml`")
+    return SHIPPED_FOLDER
 
 
 def default_model() -> str:

@@ -16,7 +16,7 @@ from samstream.data.engine import objects_in_frame, world_generator
 from samstream.data.world import make_scene, object_mask, render
 from samstream.errors import ConfigError
 from samstream.model.adapter_io import ADAPTERS_FILE, load_adapters
-from samstream.model.loader import BUILTIN_SMALL, SHIPPED_FOLDER
+from samstream.model.loader import BUILTIN_SMALL, shipped_folder
 from samstream.model.sam3i import Sam3IAdapters
 from samstream.model.tiny import SMALL_TRAINED, tiny_video_config
 from samstream.model.tokenizer import build_bpe_tokenizer
@@ -65,7 +65,7 @@ def build_trainable(config: TrainConfig, device: torch.device) -> Trainable:
         if config.text_init == "clip":
             raise ConfigError(f"text_init = \"clip\" starts a new text encoder; {config.model} brings its own "
                               f"(drop text_init to keep it, or text_init = \"identity\" to restart it)")
-        path = SHIPPED_FOLDER if config.model == BUILTIN_SMALL else Path(config.model).expanduser()
+        path = shipped_folder() if config.model == BUILTIN_SMALL else Path(config.model).expanduser()
         source = str(path) if path.exists() else config.model
         try:  # fp32 whatever the stored dtype (the shipped model is stored in fp16)
             model = Sam3VideoModel.from_pretrained(source, dtype=torch.float32)
@@ -75,7 +75,6 @@ def build_trainable(config: TrainConfig, device: torch.device) -> Trainable:
         bundled = path / ADAPTERS_FILE
         adapters = load_adapters(model.detector_model, str(bundled)) if bundled.is_file() else \
             Sam3IAdapters.fresh(model.detector_model)
-        adapters.float()
         if config.text_init == "identity":  # restart the loaded text encoder; everything else stays as loaded
             identity_text_start(model)
     model.to(device)
