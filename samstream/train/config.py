@@ -22,6 +22,12 @@ class Stage(BaseModel):
     steps: int = Field(gt=0)
     levels: dict[str, float] = Field(default_factory=lambda: {level: 1.0 for level in LEVELS})
     freeze: list[str] = Field(default_factory=list)  # parameter-name prefixes held fixed in this stage
+    # train memory propagation in this stage (None: the config's `train_tracker`); a detector-only stage skips the
+    # tracker's forward and backward, about half of a small-model step
+    train_tracker: bool | None = None
+    # restart the learning-rate warmup and cosine decay over this stage's steps (e.g. a last stage that trains
+    # the tracker on a fixed detector would otherwise inherit the run's decayed rate)
+    own_schedule: bool = False
 
     @field_validator("levels")
     @classmethod

@@ -28,9 +28,24 @@ BIRTH_MARGIN = 0.15  # without clips to choose it on: a new track needs threshol
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
+    """Warmup then cosine decay over the run's stages; a stage with `own_schedule` runs its own warmup and decay
+    (and the others' schedule spans only their steps)."""
+    shared_total = sum(stage.steps for stage in config.stages if not stage.own_schedule)
+    start = shared_before = 0
+    for stage in config.stages:
+        if step < start + stage.steps:
+            if stage.own_schedule:
+                return _warmup_cosine(step - start, stage.steps, config)
+            return _warmup_cosine(shared_before + step - start, shared_total, config)
+        shared_before += 0 if stage.own_schedule else stage.steps
+        start += stage.steps
+    return config.lr * config.min_lr_ratio
+
+
+def _warmup_cosine(step: int, total: int, config: TrainConfig) -> float:
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(config.total_steps - config.warmup_steps, 1)
+    progress = (step - config.warmup_steps) / max(total - config.warmup_steps, 1)
     floor = config.lr * config.min_lr_ratio
     return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
@@ -71,11 +86,14 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     trainable = build_trainable(config, device)
     module = TrainModule(trainable.model, trainable.adapters, trainable.tokenizer,
                          weights=config.loss_weights, negative_queries=config.negative_queries,
-                         train_tracker=config.train_tracker and config.data == "world").to(device).train()
+                         train_tracker=_stage_tracks(config, config.stages[0])).to(device).train()
     params = trainable_parameters(module)
     frozen_by_stage = [frozen_parameters(params, stage.freeze, stage.name) for stage in config.stages]
     for p in held_in_every_stage(frozen_by_stage):
         p.requires_grad_(False)  # no stage trains it: backward skips it (a frozen backbone costs no backward pass)
+    for stage, frozen in zip(config.stages, frozen_by_stage):
+        if len(frozen) == len(params):
+            raise ConfigError(f"stage {stage.name!r}: freeze holds every trained parameter fixed")
     out.mkdir(parents=True, exist_ok=True)
     decay = [p for n, p in params.items() if p.ndim >= 2]
     no_decay = [p for n, p in params.items() if p.ndim < 2]
@@ -103,6 +121,9 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
             batches = _batches(config, trainable, index, rank)
             batches.skip(step - stage_start)
             frozen = frozen_by_stage[index]
+            module.train_tracker = _stage_tracks(config, stage)
+            if world == 1:  # DDP registered its parameters once, so there frozen ones only lose their gradient
+                hold_fixed(params, frozen)
             while step < stage_end:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, config)
@@ -151,6 +172,18 @@ def frozen_parameters(params: dict[str, torch.nn.Parameter], prefixes: list[str]
                               f"(e.g. \"detector_model.text_encoder\", \"tracker_model\", \"adapters\")")
         frozen.extend(hits)
     return frozen
+
+
+def _stage_tracks(config: TrainConfig, stage) -> bool:
+    tracks = config.train_tracker if stage.train_tracker is None else stage.train_tracker
+    return tracks and config.data == "world"
+
+
+def hold_fixed(params: dict[str, torch.nn.Parameter], frozen: list[torch.nn.Parameter]) -> None:
+    """This stage's frozen parameters get no gradient (backward skips what only they need); the rest do."""
+    fixed = {id(p) for p in frozen}
+    for p in params.values():
+        p.requires_grad_(id(p) not in fixed)
 
 
 def held_in_every_stage(frozen_by_stage: list[list[torch.nn.Parameter]]) -> list[torch.nn.Parameter]:

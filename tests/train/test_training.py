@@ -11,12 +11,14 @@ import torch
 from safetensors.torch import load_file
 
 from samstream.data.synth import synthesize
+from samstream.errors import ConfigError
 from samstream.model.adapter_io import ADAPTERS_FILE
 from samstream.model.loader import load_segmenter, save_segmenter_model
 from samstream.model.sam3i import Sam3IAdapters
 from samstream.model.tiny import build_tiny_model
 from samstream.train.birth import birth_candidates
 from samstream.train.config import Stage, TrainConfig
+from samstream.train.setup import build_trainable
 from samstream.train.trainer import train
 
 
@@ -173,3 +175,51 @@ def test_every_committed_config_is_valid(path):
 
     config = load_config(path)
     assert config.total_steps > 0 and config.model in ("small", "tiny")
+
+
+def test_a_detector_stage_then_a_tracker_stage_on_the_fixed_detector(tmp_path):
+    stages = [Stage(name="detect", steps=2, train_tracker=False),
+              Stage(name="track", steps=2, freeze=["detector_model", "adapters"], train_tracker=True,
+                    own_schedule=True)]
+    run = config(tmp_path, model="tiny", tokenizer_scenes=30, lr=1e-3, warmup_steps=2, stages=stages)
+    train(run, progress=False)
+    detected, tracked = (load_file(tmp_path / f"run/checkpoints/step-000000{n}/trainable.safetensors") for n in (2, 4))
+    tracker = [k for k in detected if k.startswith(("model.tracker_model.", "model.tracker_neck."))]
+    detector = [k for k in detected if k.startswith(("model.detector_model.", "adapters."))]
+    assert tracker and detector
+    assert all(torch.equal(detected[k], tracked[k]) for k in detector)  # the tracker stage holds the detector
+    assert any(not torch.equal(detected[k], tracked[k]) for k in tracker)
+    log = [json.loads(line) for line in (tmp_path / "run/train_log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log] == ["detect", "detect", "track", "track"]
+    assert not any("track_mask" in r for r in log[:2]) and all("track_mask" in r for r in log[2:])
+    assert [r["lr"] for r in log] == pytest.approx([5e-4, 1e-3, 5e-4, 1e-3])  # the tracker stage warms up again
+
+
+def test_the_tracker_has_no_gradient_in_a_detector_stage(tmp_path):
+    stages = [Stage(name="detect", steps=2, train_tracker=False)]
+    run = config(tmp_path, model="tiny", tokenizer_scenes=30, stages=stages)
+    start = {f"model.{k}": v.clone() for k, v in build_trainable(run, torch.device("cpu")).model.state_dict().items()}
+    train(run, progress=False)
+    after = load_file(tmp_path / "run/checkpoints/step-0000002/trainable.safetensors")
+    tracker = [k for k in after if k.startswith("model.tracker_model.mask_decoder.")]
+    assert tracker and all(torch.equal(after[k], start[k]) for k in tracker)
+    assert any(not torch.equal(after[k], start[k]) for k in after if k.startswith("model.detector_model.detr_"))
+
+
+def test_a_stage_that_freezes_everything_is_a_config_error(tmp_path):
+    run = config(tmp_path, model="tiny", tokenizer_scenes=30,
+                 stages=[Stage(steps=1, freeze=["detector_model", "tracker_model", "tracker_neck", "adapters"])])
+    with pytest.raises(ConfigError, match="every trained parameter"):
+        train(run, progress=False)
+
+
+def test_learning_rate_schedule_spans_shared_stages_and_restarts_for_its_own():
+    from samstream.train.trainer import lr_at
+
+    run = TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1,
+                      stages=[Stage(steps=100), Stage(steps=50), Stage(steps=40, own_schedule=True)])
+    assert lr_at(9, run) == pytest.approx(1e-3)
+    assert lr_at(149, run) == pytest.approx(1e-4, rel=0.01)  # the shared decay ends where the shared stages end
+    assert lr_at(150, run) == pytest.approx(1e-4)  # own warmup: 1/10 of the peak
+    assert lr_at(159, run) == pytest.approx(1e-3)
+    assert lr_at(189, run) == pytest.approx(1e-4, rel=0.05)
