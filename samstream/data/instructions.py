@@ -18,6 +18,7 @@ the training templates also use.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -336,9 +337,17 @@ class TemplateGenerator:
         """The level is the text's own, by the rules `--level auto` applies (model/levels.py), so a model trained
         on these routes each instruction as it will be routed at run time: "the red circle" is a concept (a
         noun phrase, as SAM3 takes it), "the circle that is red" simple. `level` is the template's intent."""
-        text = template.text.format(**{k: v for k, v in words.items()})
+        text = _articles(template.text.format(**{k: v for k, v in words.items()}))
         return Instruction(text=text, level=classify_level(text), kind=kind, targets=tuple(sorted(targets)),
                            template=template.id, split=template.split)
+
+
+# "a" before a vowel sound reads "an" ("an orange diamond", COCO's "an apple"); "a one", "a unicorn" keep "a"
+_A_BEFORE_VOWEL = re.compile(r"\b([Aa]) (?=(?!one\b|uni|use|eu)[aeiou])")
+
+
+def _articles(text: str) -> str:
+    return _A_BEFORE_VOWEL.sub(r"\1n ", text)
 
 
 def _plural(noun: str) -> str:

@@ -1,6 +1,7 @@
 """The instruction engine: exact targets at every level, negatives, held-out templates, world and COCO sources."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -139,3 +140,11 @@ def test_cli_writes_records_for_synth_videos(tmp_path):
     bad = subprocess.run([*cli, "instructions", str(tmp_path / "nope.json"), "--out", str(tmp_path / "j.json")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "nope.json" in bad.stderr and not (tmp_path / "j.json").exists()
+
+
+def test_indefinite_article_reads_an_before_a_vowel():
+    scene = [view(1, "circle", "orange", 20, 50, 8), view(2, "square", "red", 80, 50, 10)]
+    texts = [inst.text for inst in world_generator().all_positive(scene, "heldout")]
+    texts += [inst.text for inst in world_generator().all_negative(scene, "heldout")]
+    assert "an orange circle" in texts and "a red square" in texts
+    assert not [t for t in texts if re.search(r"\ba [aeiou]", t)]
