@@ -18,7 +18,7 @@ from samstream.model.loader import load_segmenter, resolve_device, save_segmente
 from samstream.train.birth import choose_birth_threshold
 from samstream.train.calibrate import choose_threshold, text_reliance
 from samstream.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from samstream.train.config import TrainConfig
+from samstream.train.config import Stage, TrainConfig
 from samstream.train.forward import TrainModule
 from samstream.train.setup import build_trainable, merge_lora, trainable_parameters
 from samstream.train.world_batches import WorldBatches
@@ -91,8 +91,9 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     frozen_by_stage = [frozen_parameters(params, stage.freeze, stage.name) for stage in config.stages]
     for p in held_in_every_stage(frozen_by_stage):
         p.requires_grad_(False)  # no stage trains it: backward skips it (a frozen backbone costs no backward pass)
+    every = {id(p) for p in params.values()}
     for stage, frozen in zip(config.stages, frozen_by_stage):
-        if len(frozen) == len(params):
+        if {id(p) for p in frozen} >= every:  # prefixes may overlap: compare sets, not counts
             raise ConfigError(f"stage {stage.name!r}: freeze holds every trained parameter fixed")
     out.mkdir(parents=True, exist_ok=True)
     decay = [p for n, p in params.items() if p.ndim >= 2]
@@ -174,7 +175,7 @@ def frozen_parameters(params: dict[str, torch.nn.Parameter], prefixes: list[str]
     return frozen
 
 
-def _stage_tracks(config: TrainConfig, stage) -> bool:
+def _stage_tracks(config: TrainConfig, stage: Stage) -> bool:
     tracks = config.train_tracker if stage.train_tracker is None else stage.train_tracker
     return tracks and config.data == "world"
 
