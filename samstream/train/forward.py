@@ -28,13 +28,14 @@ class TrainModule(nn.Module):
 
     def __init__(self, model: Sam3VideoModel, adapters: Sam3IAdapters, tokenizer: PreTrainedTokenizerBase,
                  weights: LossWeights = LossWeights(), train_tracker: bool = True,
-                 negative_queries: bool = False) -> None:
+                 negative_queries: bool = False, train_detector: bool = True) -> None:
         super().__init__()
         self.model = model
         self.adapters = adapters
         self.tokenizer = tokenizer
         self.weights = weights
         self.train_tracker = train_tracker
+        self.train_detector = train_detector  # False: a tracker-only stage skips the detector's decoding and losses
         self.negative_queries = negative_queries
         self.sam3i = Sam3I(model.detector_model, adapters)
 
@@ -43,6 +44,11 @@ class TrainModule(nn.Module):
         detector = self.model.detector_model
         pixels = batch.pixels.to(device)
         vision = detector.get_vision_features(pixel_values=pixels)
+        if not self.train_detector:
+            if not (self.train_tracker and len(batch.track_prompts)):
+                raise ValueError("this step trains neither the detector nor the tracker")
+            track = self._track(vision, batch, device)
+            return {**track, "loss": track["loss"]}
         per_sample = vision if batch.frames is None else select_frames(vision, batch.frames, len(pixels))
         scoring_inputs: dict = {}
         hook = None

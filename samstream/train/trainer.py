@@ -23,6 +23,8 @@ from samstream.train.forward import TrainModule
 from samstream.train.setup import build_trainable, merge_lora, trainable_parameters
 from samstream.train.world_batches import WorldBatches
 
+TRACKER_PREFIXES = ("model.tracker_model.", "model.tracker_neck.")  # the rest is the detector (and its adapters)
+
 MODEL_META_FILE = "samstream.json"  # trained-model metadata beside config.json: thresholds, training run
 BIRTH_MARGIN = 0.15  # without clips to choose it on: a new track needs threshold + this (SAM3: 0.5 -> 0.7)
 
@@ -92,9 +94,13 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     for p in held_in_every_stage(frozen_by_stage):
         p.requires_grad_(False)  # no stage trains it: backward skips it (a frozen backbone costs no backward pass)
     every = {id(p) for p in params.values()}
+    detecting = {id(p) for name, p in params.items() if not name.startswith(TRACKER_PREFIXES)}
     for stage, frozen in zip(config.stages, frozen_by_stage):
-        if {id(p) for p in frozen} >= every:  # prefixes may overlap: compare sets, not counts
+        held = {id(p) for p in frozen}
+        if held >= every:  # prefixes may overlap: compare sets, not counts
             raise ConfigError(f"stage {stage.name!r}: freeze holds every trained parameter fixed")
+        if held >= detecting and not _stage_tracks(config, stage):
+            raise ConfigError(f"stage {stage.name!r}: freezes the detector and does not train the tracker")
     out.mkdir(parents=True, exist_ok=True)
     decay = [p for n, p in params.items() if p.ndim >= 2]
     no_decay = [p for n, p in params.items() if p.ndim < 2]
@@ -123,6 +129,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
             batches.skip(step - stage_start)
             frozen = frozen_by_stage[index]
             module.train_tracker = _stage_tracks(config, stage)
+            # a stage that holds the whole detector fixed skips its decoding and losses (only the backbone runs)
+            module.train_detector = not {id(p) for p in frozen} >= detecting
             if world == 1:  # DDP registered its parameters once, so there frozen ones only lose their gradient
                 hold_fixed(params, frozen)
             while step < stage_end:

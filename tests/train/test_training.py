@@ -192,6 +192,7 @@ def test_a_detector_stage_then_a_tracker_stage_on_the_fixed_detector(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run/train_log.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in log] == ["detect", "detect", "track", "track"]
     assert not any("track_mask" in r for r in log[:2]) and all("track_mask" in r for r in log[2:])
+    assert all("dice" in r for r in log[:2]) and not any("dice" in r for r in log[2:])  # no detector decoding
     assert [r["lr"] for r in log] == pytest.approx([5e-4, 1e-3, 5e-4, 1e-3])  # the tracker stage warms up again
 
 
@@ -204,6 +205,13 @@ def test_the_tracker_has_no_gradient_in_a_detector_stage(tmp_path):
     tracker = [k for k in after if k.startswith("model.tracker_model.mask_decoder.")]
     assert tracker and all(torch.equal(after[k], start[k]) for k in tracker)
     assert any(not torch.equal(after[k], start[k]) for k in after if k.startswith("model.detector_model.detr_"))
+
+
+def test_a_stage_that_freezes_the_detector_without_the_tracker_is_a_config_error(tmp_path):
+    run = config(tmp_path, model="tiny", tokenizer_scenes=30,
+                 stages=[Stage(steps=1, freeze=["detector_model", "adapters"], train_tracker=False)])
+    with pytest.raises(ConfigError, match="does not train the tracker"):
+        train(run, progress=False)
 
 
 def test_a_stage_that_freezes_everything_is_a_config_error(tmp_path):
