@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -248,8 +249,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        out.with_suffix(".md").write_text(table)
+        _write_whole(out, json.dumps(report, indent=2) + "\n")
+        _write_whole(out.with_suffix(".md"), table)
     print(table, end="")
     return 0
 
@@ -267,6 +268,13 @@ def cmd_instructions(args: argparse.Namespace) -> int:
     write_instructions(Path(args.out), records, str(path), split, args.seed)
     print(f"samstream instructions: {len(records)} records written to {args.out}")
     return 0
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write `path` in one step: a reader, or another writer, never sees it half-written."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def _one_line(error: Exception) -> str:

@@ -128,6 +128,7 @@ def test_cli_with_a_real_tiny_model_writes_json_and_markdown(dataset, tmp_path):
                 assert value is None or 0.0 <= value <= 1.0
     table = out.with_suffix(".md").read_text()
     assert "| images: level |" in table and "| videos: level |" in table and table in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]  # no partial files left
 
 
 def test_cli_rejects_a_folder_without_data(tmp_path):
