@@ -273,8 +273,11 @@ def cmd_instructions(args: argparse.Namespace) -> int:
 def _write_whole(path: Path, text: str) -> None:
     """Write `path` in one step: a reader, or another writer, never sees it half-written."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _one_line(error: Exception) -> str:

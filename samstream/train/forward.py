@@ -47,8 +47,7 @@ class TrainModule(nn.Module):
         if not self.train_detector:
             if not (self.train_tracker and len(batch.track_prompts)):
                 raise ValueError("this step trains neither the detector nor the tracker")
-            track = self._track(vision, batch, device)
-            return {**track, "loss": track["loss"]}
+            return self._track(vision, batch, device)
         per_sample = vision if batch.frames is None else select_frames(vision, batch.frames, len(pixels))
         scoring_inputs: dict = {}
         hook = None

@@ -99,8 +99,9 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
         held = {id(p) for p in frozen}
         if held >= every:  # prefixes may overlap: compare sets, not counts
             raise ConfigError(f"stage {stage.name!r}: freeze holds every trained parameter fixed")
-        if held >= detecting and not _stage_tracks(config, stage):
-            raise ConfigError(f"stage {stage.name!r}: freezes the detector and does not train the tracker")
+        if held >= detecting and not (_stage_tracks(config, stage) and config.data == "world"):
+            raise ConfigError(f"stage {stage.name!r}: freezes the detector and does not train the tracker "
+                              "(which trains on world videos only)")
     out.mkdir(parents=True, exist_ok=True)
     decay = [p for n, p in params.items() if p.ndim >= 2]
     no_decay = [p for n, p in params.items() if p.ndim < 2]

@@ -207,9 +207,14 @@ def test_the_tracker_has_no_gradient_in_a_detector_stage(tmp_path):
     assert any(not torch.equal(after[k], start[k]) for k in after if k.startswith("model.detector_model.detr_"))
 
 
-def test_a_stage_that_freezes_the_detector_without_the_tracker_is_a_config_error(tmp_path):
-    run = config(tmp_path, model="tiny", tokenizer_scenes=30,
-                 stages=[Stage(steps=1, freeze=["detector_model", "adapters"], train_tracker=False)])
+@pytest.mark.parametrize("data", ["world without the tracker", "coco"])
+def test_a_stage_that_freezes_the_detector_without_the_tracker_is_a_config_error(tmp_path, data):
+    held = Stage(steps=1, freeze=["detector_model", "adapters"], train_tracker=data == "coco")
+    extra = {}
+    if data == "coco":  # still images: nothing for the tracker to learn from
+        synthesize(tmp_path / "coco", images=2, width=64, height=64, seed=3, progress=False)
+        extra = {"data": str(tmp_path / "coco/images.json")}
+    run = config(tmp_path, model="tiny", tokenizer_scenes=30, stages=[held], **extra)
     with pytest.raises(ConfigError, match="does not train the tracker"):
         train(run, progress=False)
 
