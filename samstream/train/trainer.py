@@ -95,11 +95,13 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
         p.requires_grad_(False)  # no stage trains it: backward skips it (a frozen backbone costs no backward pass)
     every = {id(p) for p in params.values()}
     detecting = {id(p) for name, p in params.items() if not name.startswith(TRACKER_PREFIXES)}
+    holds_detector = []  # per stage: it holds the whole detector fixed, so it skips the detector's decoding
     for stage, frozen in zip(config.stages, frozen_by_stage):
         held = {id(p) for p in frozen}
         if held >= every:  # prefixes may overlap: compare sets, not counts
             raise ConfigError(f"stage {stage.name!r}: freeze holds every trained parameter fixed")
-        if held >= detecting and not (_stage_tracks(config, stage) and config.data == "world"):
+        holds_detector.append(held >= detecting)
+        if holds_detector[-1] and not _stage_tracks(config, stage):
             raise ConfigError(f"stage {stage.name!r}: freezes the detector and does not train the tracker "
                               "(which trains on world videos only)")
     out.mkdir(parents=True, exist_ok=True)
@@ -130,8 +132,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
             batches.skip(step - stage_start)
             frozen = frozen_by_stage[index]
             module.train_tracker = _stage_tracks(config, stage)
-            # a stage that holds the whole detector fixed skips its decoding and losses (only the backbone runs)
-            module.train_detector = not {id(p) for p in frozen} >= detecting
+            module.train_detector = not holds_detector[index]  # else only the backbone runs, for the tracker
             if world == 1:  # DDP registered its parameters once, so there frozen ones only lose their gradient
                 hold_fixed(params, frozen)
             while step < stage_end:
