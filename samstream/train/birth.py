@@ -4,7 +4,8 @@ A fixed margin over the score threshold (SAM3: 0.5 -> 0.7) suits SAM3's score sc
 whose confident detections score 0.3 never starts a track under a birth bar of 0.30. So the bar is chosen the
 way it is used: the exported model tracks a few generated clips (scenes no evaluation set uses, held-out
 instruction templates) through the worker's tracking path at each candidate bar, and the bar with the best
-(1 - share) x HOTA on positives + share x no-target accuracy on negatives wins.
+(1 - share) x HOTA on positives + share x no-target accuracy on negatives wins. Each frame's backbone features
+are computed once and reused by every bar.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from samstream.data.engine import instruction_set, write_instructions
 from samstream.data.formats import load_dataset
 from samstream.data.synth import synthesize
 from samstream.eval.evaluator import evaluate_videos
+from samstream.model.feature_cache import FrameFeatureCache
 from samstream.model.segmenter import Segmenter
 
 MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)  # birth bar = score threshold + margin (capped at 0.95)
@@ -55,8 +57,9 @@ def choose_birth_threshold(segmenter: Segmenter, videos: int = 8, frames: int = 
         records = instruction_set(load_dataset(written["videos"]), split="heldout", per_level=2, negatives=1, seed=seed)
         write_instructions(folder / "videos.instructions.json", records, str(written["videos"]), "heldout", seed)
         bars = birth_candidates(segmenter.info.score_threshold)
+        cached = FrameFeatureCache(segmenter)  # every bar tracks the same frames: the backbone runs once on each
         for bar in tqdm(bars, desc="birth threshold", unit="bar", disable=not progress):
-            report = evaluate_videos(segmenter, folder, keyframe_every, progress=False, birth_threshold=bar)
+            report = evaluate_videos(cached, folder, keyframe_every, progress=False, birth_threshold=bar)
             results[bar] = report["levels"]["all"]
     choice = pick_birth(results, negative_share)
     choice["clips"] = {"videos": videos, "frames": frames, "size": CLIP_SIZE, "seed": seed}

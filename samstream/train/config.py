@@ -28,6 +28,11 @@ class Stage(BaseModel):
     # restart the learning-rate warmup and cosine decay over this stage's steps (e.g. a last stage that trains
     # the tracker on a fixed detector would otherwise inherit the run's decayed rate)
     own_schedule: bool = False
+    # per-stage overrides (None: the config's value); e.g. a short last stage that recalibrates detection scores
+    # with fewer negatives and a lower learning rate
+    negative_rate: float | None = Field(None, ge=0, lt=1)
+    negative_queries: bool | None = None
+    lr_scale: float = Field(1.0, gt=0)  # this stage's learning rate (warmup, decay and all) x this
 
     @field_validator("levels")
     @classmethod
@@ -87,6 +92,12 @@ class TrainConfig(BaseModel):
     @property
     def total_steps(self) -> int:
         return sum(stage.steps for stage in self.stages)
+
+    def negative_rate_of(self, stage: Stage) -> float:
+        return self.negative_rate if stage.negative_rate is None else stage.negative_rate
+
+    def negative_queries_of(self, stage: Stage) -> bool:
+        return self.negative_queries if stage.negative_queries is None else stage.negative_queries
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:

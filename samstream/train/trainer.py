@@ -31,14 +31,14 @@ BIRTH_MARGIN = 0.15  # without clips to choose it on: a new track needs threshol
 
 def lr_at(step: int, config: TrainConfig) -> float:
     """Warmup then cosine decay over the run's stages; a stage with `own_schedule` runs its own warmup and decay
-    (and the others' schedule spans only their steps)."""
+    (and the others' schedule spans only their steps); each stage scales its rate by its `lr_scale`."""
     shared_total = sum(stage.steps for stage in config.stages if not stage.own_schedule)
     start = shared_before = 0
     for stage in config.stages:
         if step < start + stage.steps:
             if stage.own_schedule:
-                return _warmup_cosine(step - start, stage.steps, config)
-            return _warmup_cosine(shared_before + step - start, shared_total, config)
+                return stage.lr_scale * _warmup_cosine(step - start, stage.steps, config)
+            return stage.lr_scale * _warmup_cosine(shared_before + step - start, shared_total, config)
         shared_before += 0 if stage.own_schedule else stage.steps
         start += stage.steps
     return config.lr * config.min_lr_ratio
@@ -65,14 +65,14 @@ def _batches(config: TrainConfig, trainable, stage_index: int, rank: int, split:
     stage = config.stages[stage_index]
     if config.data == "world":
         return WorldBatches(trainable.image_size, trainable.mask_size, seed=config.seed * 1000 + stage_index * 97 + rank,
-                            split=split, negative_rate=config.negative_rate, level_weights=stage.levels,
+                            split=split, negative_rate=config.negative_rate_of(stage), level_weights=stage.levels,
                             max_gap=config.max_gap,  # validation: one instruction per frame, as in use
                             instructions_per_frame=config.instructions_per_frame if split == "train" else 1)
     from samstream.train.coco_batches import CocoBatches
 
     return CocoBatches(config.data, trainable.image_size, trainable.mask_size, images_root=config.images_root,
                        seed=config.seed * 1000 + stage_index * 97 + rank, split=split,
-                       negative_rate=config.negative_rate, level_weights=stage.levels)
+                       negative_rate=config.negative_rate_of(stage), level_weights=stage.levels)
 
 
 def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
@@ -87,7 +87,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     out = Path(config.out)
     trainable = build_trainable(config, device)
     module = TrainModule(trainable.model, trainable.adapters, trainable.tokenizer,
-                         weights=config.loss_weights, negative_queries=config.negative_queries,
+                         weights=config.loss_weights, negative_queries=config.negative_queries_of(config.stages[0]),
                          train_tracker=_stage_tracks(config, config.stages[0])).to(device).train()
     params = trainable_parameters(module)
     frozen_by_stage = [frozen_parameters(params, stage.freeze, stage.name) for stage in config.stages]
@@ -132,6 +132,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
             batches.skip(step - stage_start)
             frozen = frozen_by_stage[index]
             module.train_tracker = _stage_tracks(config, stage)
+            module.negative_queries = config.negative_queries_of(stage)
             module.train_detector = not holds_detector[index]  # else only the backbone runs, for the tracker
             if world == 1:  # DDP registered its parameters once, so there frozen ones only lose their gradient
                 hold_fixed(params, frozen)

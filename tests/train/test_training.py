@@ -236,3 +236,37 @@ def test_learning_rate_schedule_spans_shared_stages_and_restarts_for_its_own():
     assert lr_at(150, run) == pytest.approx(1e-4)  # own warmup: 1/10 of the peak
     assert lr_at(159, run) == pytest.approx(1e-3)
     assert lr_at(189, run) == pytest.approx(1e-4, rel=0.05)
+
+
+def test_a_stage_can_scale_its_learning_rate():
+    from samstream.train.trainer import lr_at
+
+    run = TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1,
+                      stages=[Stage(steps=100), Stage(steps=40, own_schedule=True, lr_scale=0.4)])
+    assert lr_at(9, run) == pytest.approx(1e-3)
+    assert lr_at(109, run) == pytest.approx(4e-4)  # its own warmup reaches 0.4 x the peak
+    assert lr_at(139, run) == pytest.approx(4e-5, rel=0.05)  # ...and decays to 0.4 x the floor
+
+
+def test_a_stage_draws_its_own_share_of_negatives():
+    from types import SimpleNamespace
+
+    from samstream.train.trainer import _batches
+
+    run = TrainConfig(negative_rate=0.0, stages=[Stage(steps=1), Stage(steps=1, negative_rate=0.8)])
+    sizes = SimpleNamespace(image_size=64, mask_size=16)
+    negatives = [sum(len(t.masks) == 0 for t in _batches(run, sizes, index, 0).sample(40).targets) / 80
+                 for index in (0, 1)]
+    assert negatives[0] < 0.2 < 0.6 < negatives[1]  # (a frame with nothing in view is a negative too)
+
+
+def test_a_stage_can_turn_negative_query_scores_off_and_the_next_inherits_them(tmp_path):
+    stages = [Stage(name="presence only", steps=2, train_tracker=False, negative_queries=False),
+              Stage(name="scores too", steps=2, train_tracker=False)]
+    run = config(tmp_path, model="tiny", tokenizer_scenes=30, negative_rate=0.95, negative_queries=True,
+                 stages=stages)
+    train(run, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run/train_log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log] == ["presence only"] * 2 + ["scores too"] * 2
+    assert all(r["cls"] == 0 for r in log[:2])  # only negatives, and they teach no query score here
+    assert all(r["cls"] > 0 for r in log[2:])
