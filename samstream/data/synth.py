@@ -59,7 +59,7 @@ def synthesize(out: Path, videos: int = 0, frames: int = 30, images: int = 0, wi
 
 # The fixed evaluation set (`samstream synth --preset eval`): held-out scenes and held-out instruction templates,
 # square frames (the small model's input is square), a few MB. CI and the model card score on it.
-EVAL_PRESET = dict(videos=10, frames=40, images=200, width=224, height=224, seed=500, min_objects=1, max_objects=6)
+EVAL_PRESET = dict(videos=30, frames=40, images=200, width=224, height=224, seed=500, min_objects=1, max_objects=6)
 
 
 def synthesize_eval_set(out: Path, progress: bool = True) -> Path:

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from samstream.data.synth import synthesize_eval_set
-from samstream.eval.evaluator import evaluate
+from samstream.eval.evaluator import evaluate_images, evaluate_videos
 from samstream.model.loader import BUILTIN_SMALL, SHIPPED_FOLDER, default_model, load_segmenter
 
 # Floors (model card: docs/model-card.md); the goals are 0.80 / 0.70 / 0.60 gIoU, 0.90 no-target
 # accuracy, IDF1 0.90 and HOTA 0.70.
 IMAGE_FLOORS = {"concept": ("gIoU", 0.25), "simple": ("gIoU", 0.15), "complex": ("gIoU", 0.25)}
 NO_TARGET_FLOOR = 0.12
-VIDEO_FLOORS = {"IDF1": 0.22, "HOTA": 0.19, "J&F": 0.30}  # birth threshold chosen on tracked clips (was 0.15 / 0.12 / 0.22)
+VIDEO_FLOORS = {"IDF1": 0.29, "HOTA": 0.26, "J&F": 0.36}  # 30 videos (on the first 10: 0.22 / 0.19 / 0.30)
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +41,15 @@ def test_the_shipped_model_is_the_default_and_small(shipped):
     assert size <= 20 * 2**20 and shipped.info.parameters < 10_000_000
 
 
-def test_quality_floors_on_the_fixed_evaluation_set(shipped, eval_set):
-    report = evaluate(shipped, eval_set, keyframe_every=5, progress=False)
-    images = report["images"]["levels"]
+def test_image_quality_floors_on_the_fixed_evaluation_set(shipped, eval_set):
+    images = evaluate_images(shipped, eval_set, progress=False)["levels"]
     for level, (metric, floor) in IMAGE_FLOORS.items():
         assert images[level][metric] >= floor, (level, images[level])
     assert images["all"]["no_target_accuracy"] >= NO_TARGET_FLOOR, images["all"]
-    videos = report["videos"]["levels"]["all"]
+
+
+@pytest.mark.timeout(1500)  # 30 tracked videos: ~7 minutes on 2 CPU cores
+def test_video_quality_floors_on_the_fixed_evaluation_set(shipped, eval_set):
+    videos = evaluate_videos(shipped, eval_set, keyframe_every=5, progress=False)["levels"]["all"]
     for metric, floor in VIDEO_FLOORS.items():
         assert videos[metric] >= floor, (metric, videos)
