@@ -1,8 +1,8 @@
 """A `Segmenter` that encodes each distinct frame once.
 
 Sweeps that track the same clips several times (the birth-threshold calibration tracks its clips once per
-candidate bar) otherwise pay for the backbone, most of a frame's cost, on every pass. It keeps every distinct
-frame's features, so it is for short clips, not for streams.
+candidate bar) otherwise run the backbone again on every pass (about a quarter of a tracked frame's cost with
+the small model on CPU). It keeps every distinct frame's features, so it is for short clips, not for streams.
 """
 
 from __future__ import annotations
