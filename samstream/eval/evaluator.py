@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from samstream.data.engine import instruction_set
 from samstream.data.formats import decode_rle, load_dataset
-from samstream.eval.segmentation import SampleResult, score_sample, summarize
+from samstream.eval.segmentation import SIZE_BINS, SampleResult, score_sample, summarize, summarize_sizes
 from samstream.eval.tracking import TrackSequence, _rle, tracking_metrics
 from samstream.model.levels import LEVELS
 from samstream.model.segmenter import Segmenter
@@ -79,7 +79,8 @@ def evaluate_images(segmenter: Segmenter, data_dir: Path, max_items: int | None 
             for ann_id in record["targets"]:
                 truth |= decode_rle(masks[ann_id])
             samples.append(score_sample(record["level"], prediction, truth))
-    return {"levels": summarize(samples), "instructions": len(samples), "images": len(images)}
+    return {"levels": summarize(samples), "sizes": summarize_sizes(samples), "instructions": len(samples),
+            "images": len(images)}
 
 
 def _frames(data_dir: Path, video: dict):
@@ -172,6 +173,8 @@ def markdown(report: dict) -> str:
     lines = [f"Model `{report['model']}` on `{report['data']}` (keyframes every {report['keyframe_every']} frames)", ""]
     if "images" in report:
         lines += _table("images", report["images"]["levels"], IMAGE_COLUMNS) + [""]
+        if report["images"].get("sizes"):
+            lines += _size_table(report["images"]["sizes"]) + [""]
     if "videos" in report:
         lines += _table("videos", report["videos"]["levels"], VIDEO_COLUMNS)
     return "\n".join(lines) + "\n"
@@ -185,6 +188,17 @@ def _table(kind: str, levels: dict, columns: tuple[str, ...]) -> list[str]:
         cells = [level, str(s["samples"]), *(_f(s[key]) for key in columns), str(s["negatives"]),
                  _f(s["no_target_accuracy"])]
         rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _size_table(sizes: dict) -> list[str]:
+    """gIoU / cIoU / P@0.5 of the samples with targets, by the share of the frame their targets cover."""
+    bounds = {name: (low, high) for name, low, high in SIZE_BINS}
+    rows = ["| images: target size | share of frame | samples | " + " | ".join(IMAGE_COLUMNS) + " |", "|" + "---|" * 6]
+    for name, s in sizes.items():
+        low, high = bounds[name]
+        share = f"< {high:.0%}" if low == 0 else f">= {low:.0%}" if high > 1 else f"{low:.0%}-{high:.0%}"
+        rows.append(f"| {name} | {share} | {s['samples']} | " + " | ".join(_f(s[key]) for key in IMAGE_COLUMNS) + " |")
     return rows
 
 

@@ -6,6 +6,9 @@ returned for it, its ground truth the union of its targets.
 - cIoU: total intersection / total union over samples with targets (large objects weigh more);
 - P@0.5: the share of samples with targets whose IoU exceeds 0.5;
 - no-target accuracy: the share of negatives (no targets) for which nothing is returned.
+
+`summarize_sizes` splits samples with targets by how much of the frame their targets cover (COCO's small /
+medium / large, as shares of the frame rather than pixel counts, so one set rendered at two sizes bins alike).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class SampleResult:
     intersection: int
     union: int
     predicted_pixels: int
+    target_share: float = 0.0  # the ground-truth union's share of the frame
 
     @property
     def iou(self) -> float:
@@ -37,7 +41,26 @@ def score_sample(level: str, prediction: np.ndarray, truth: np.ndarray) -> Sampl
         raise ValueError(f"prediction is {prediction.shape}, ground truth {truth.shape}")
     inter = int(np.logical_and(prediction, truth).sum())
     union = int(np.logical_or(prediction, truth).sum())
-    return SampleResult(level, not truth.any(), inter, union, int(prediction.sum()))
+    return SampleResult(level, not truth.any(), inter, union, int(prediction.sum()), float(truth.mean()))
+
+
+SIZE_BINS = (("small", 0.0, 0.01), ("medium", 0.01, 0.04), ("large", 0.04, 1.01))  # share of the frame: [lo, hi)
+
+
+def size_of(share: float) -> str:
+    return next(name for name, low, high in SIZE_BINS if low <= share < high)
+
+
+def summarize_sizes(samples: list[SampleResult]) -> dict:
+    """{small|medium|large: {gIoU, cIoU, P@0.5, samples}} over the samples with targets, by target share."""
+    positives = [s for s in samples if not s.negative]
+    report = {}
+    for name, _, _ in SIZE_BINS:
+        chosen = [s for s in positives if size_of(s.target_share) == name]
+        if chosen:
+            summary = _summary(chosen)
+            report[name] = {key: summary[key] for key in ("samples", "gIoU", "cIoU", "P@0.5")}
+    return report
 
 
 def summarize(samples: list[SampleResult]) -> dict:

@@ -70,6 +70,13 @@ def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258, 
 SMALL_TRAINED = dict(image_size=112, patch_size=14, width=128, vit_width=96, vit_layers=3, text_width=96, text_layers=2,
                      detr_layers=2, queries=16)
 
+# A finer grid for the next small model: 128 px, patch 8 (a 16x16 grid, masks at 64x64), everything 64 wide (the
+# tracker's neck is built from the detector's vision config, so both share the width). The 8x8 grid of
+# SMALL_TRAINED misses objects under ~11 px at 112 px (a quarter of the evaluation set's targets: IoU ~0.01;
+# docs/model-card.md); at this width a detector step costs ~1.3x SMALL_TRAINED's, a tracker step ~1.25x.
+SMALL_FINE = dict(image_size=128, patch_size=8, width=64, vit_width=96, vit_layers=3, text_width=96, text_layers=2,
+                  detr_layers=2, queries=16)
+
 # Between tiny and full SAM3 (1008 px, ViT 1024x32, text 1024x24, DETR 256x6, 200 queries): for benchmarks.
 SMALL = dict(image_size=336, width=256, vit_width=384, vit_layers=6, text_width=256, text_layers=4, detr_layers=3,
              queries=100)

@@ -46,8 +46,8 @@ class Stage(BaseModel):
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # what to train
-    model: str = "small"  # "small" (the shipped size) or "tiny": a new model; else "builtin:small" (the shipped
-    # weights), a sam3_video folder or a hub id to start from
+    model: str = "small"  # "small" (the shipped size), "small-fine" (a 16x16 grid) or "tiny": a new model; else
+    # "builtin:small" (the shipped weights), a sam3_video folder or a hub id to start from
     tokenizer_scenes: int = Field(1500, gt=0)  # new models: world scenes whose instructions train the BPE
     # how the text encoder starts (setup.identity_text_start): new models default to CLIP's start; a loaded model
     # keeps its own unless "identity" restarts it (e.g. the shipped model's, which ignores its instruction)

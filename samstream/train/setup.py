@@ -18,11 +18,12 @@ from samstream.errors import ConfigError
 from samstream.model.adapter_io import ADAPTERS_FILE, load_adapters
 from samstream.model.loader import BUILTIN_SMALL, shipped_folder
 from samstream.model.sam3i import Sam3IAdapters
-from samstream.model.tiny import SMALL_TRAINED, tiny_video_config
+from samstream.model.tiny import SMALL_FINE, SMALL_TRAINED, tiny_video_config
 from samstream.model.tokenizer import build_bpe_tokenizer
 from samstream.train.config import TrainConfig
 
-NEW_MODEL_SIZES = {"small": SMALL_TRAINED, "tiny": {}}  # "tiny": the built-in tiny sizes (fast; for tests)
+NEW_MODEL_SIZES = {"small": SMALL_TRAINED, "small-fine": SMALL_FINE,  # small-fine: a 16x16 grid (the next model)
+                   "tiny": {}}  # "tiny": the built-in tiny sizes (fast; for tests)
 TOKENIZER_SCENES = 1500  # world scenes whose (training-template) instructions train the small model's BPE
 TOKENIZER_VOCAB = 640
 LORA_TARGETS = r".*(q_proj|v_proj|k_proj|o_proj)$"  # attention projections of every transformer block

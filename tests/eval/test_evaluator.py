@@ -107,6 +107,9 @@ def test_an_oracle_scores_perfectly(dataset):
             assert summary["gIoU"] == 1.0 and summary["cIoU"] == 1.0 and summary["P@0.5"] == 1.0, level
         if summary["negatives"]:
             assert summary["no_target_accuracy"] == 1.0, level
+    sizes = report["images"]["sizes"]
+    assert sum(s["samples"] for s in sizes.values()) == images["all"]["samples"]
+    assert all(s["gIoU"] == 1.0 for s in sizes.values())
     videos = report["videos"]["levels"]["all"]
     assert videos["samples"] > 0
     assert videos["IDF1"] == pytest.approx(1.0) and videos["HOTA"] == pytest.approx(1.0)
@@ -128,6 +131,7 @@ def test_cli_with_a_real_tiny_model_writes_json_and_markdown(dataset, tmp_path):
                 assert value is None or 0.0 <= value <= 1.0
     table = out.with_suffix(".md").read_text()
     assert "| images: level |" in table and "| videos: level |" in table and table in done.stdout
+    assert "| images: target size |" in table and set(report["images"]["sizes"]) <= {"small", "medium", "large"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]  # no partial files left
 
 

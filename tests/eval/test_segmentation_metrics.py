@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from samstream.eval.segmentation import score_sample, summarize
+from samstream.eval.segmentation import score_sample, summarize, summarize_sizes
 
 
 def square(size, y, x, h, w):
@@ -49,3 +49,22 @@ def test_iou_matches_pycocotools():
 def test_shapes_must_agree():
     with pytest.raises(ValueError, match="prediction is"):
         score_sample("concept", np.zeros((2, 2), bool), np.zeros((3, 3), bool))
+
+
+def test_sizes_bin_by_share_of_frame():
+    size = (100, 100)  # 10,000 px: small < 100 px, medium 100-399 px, large >= 400 px
+    tiny = square(size, 0, 0, 9, 9)  # 81 px: small
+    mid = square(size, 20, 20, 10, 10)  # 100 px: medium (the lower bound is inclusive)
+    big = square(size, 50, 50, 20, 20)  # 400 px: large
+    samples = [
+        score_sample("concept", np.zeros(size, bool), tiny),  # missed: IoU 0
+        score_sample("simple", mid, mid),  # exact: IoU 1
+        score_sample("complex", square(size, 50, 50, 20, 10), big),  # half: IoU 0.5
+        score_sample("complex", big, np.zeros(size, bool)),  # a negative has no size
+    ]
+    sizes = summarize_sizes(samples)
+    assert list(sizes) == ["small", "medium", "large"]
+    assert sizes["small"] == {"samples": 1, "gIoU": 0.0, "cIoU": 0.0, "P@0.5": 0.0}
+    assert sizes["medium"]["gIoU"] == 1.0 and sizes["large"]["gIoU"] == pytest.approx(0.5)
+    assert sum(s["samples"] for s in sizes.values()) == 3
+    assert "medium" not in summarize_sizes(samples[:1] + samples[2:])
