@@ -95,6 +95,25 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert reliance["samples"] >= 2 and 0 <= reliance["top_query_iou_other_text"] <= 1
 
 
+def test_small_fine_sizes_train_and_track(tmp_path):
+    """The finer-grid size: a 16x16 grid at 128 px, masks at 64x64, 64 wide; a step with the tracker, and the
+    exported model tracks across frames (the tracker at width 64 runs past the second frame)."""
+    from samstream.data.world import make_scene, render
+    from samstream.tracker.session import TrackerConfig, TrackingSession
+
+    cfg = config(tmp_path, model="small-fine", tokenizer_scenes=20, stages=[Stage(steps=1)], validation_samples=0)
+    assert build_trainable(cfg, torch.device("cpu")).mask_size == 64
+    folder = train(cfg, progress=False)
+    segmenter = load_segmenter(str(folder), device="cpu")
+    detector = segmenter.model.config.detector_config
+    assert segmenter.info.image_size == 128 and detector.vision_config.backbone_config.patch_size == 8
+    assert detector.vision_config.fpn_hidden_size == 64 == segmenter.model.config.tracker_config.memory_attention_hidden_size
+    session = TrackingSession(segmenter, ["a circle"], TrackerConfig(keyframe_every=3, birth_threshold=0.0))
+    scene = make_scene(3, 5)
+    shapes = [session.update(render(scene, t, 96, 96)[0]).masks.shape[1:] for t in range(5)]
+    assert shapes == [(96, 96)] * 5
+
+
 def test_full_training_on_a_coco_dataset(tmp_path):
     synthesize(tmp_path / "coco", images=4, width=64, height=64, seed=3, progress=False)
     cfg = config(tmp_path, model="tiny", tokenizer_scenes=30, data=str(tmp_path / "coco/images.json"))
