@@ -191,9 +191,10 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 @pytest.mark.parametrize("path", sorted(str(p) for p in (Path(__file__).parents[2] / "configs").glob("*.toml")))
 def test_every_committed_config_is_valid(path):
     from samstream.train.config import load_config
+    from samstream.train.setup import NEW_MODEL_SIZES
 
     config = load_config(path)
-    assert config.total_steps > 0 and config.model in ("small", "tiny")
+    assert config.total_steps > 0 and config.model in NEW_MODEL_SIZES
 
 
 def test_a_detector_stage_then_a_tracker_stage_on_the_fixed_detector(tmp_path):
