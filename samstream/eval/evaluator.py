@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from samstream.data.engine import instruction_set
 from samstream.data.formats import decode_rle, load_dataset
-from samstream.eval.segmentation import SIZE_BINS, SampleResult, score_sample, summarize, summarize_sizes
+from samstream.eval.segmentation import SIZE_BINS, SampleResult, score_sample, size_of, summarize, summarize_sizes
 from samstream.eval.tracking import TrackSequence, _rle, tracking_metrics
 from samstream.model.levels import LEVELS
 from samstream.model.segmenter import Segmenter
@@ -131,8 +131,10 @@ def evaluate_videos(segmenter: Segmenter, data_dir: Path, keyframe_every: int = 
                 per_record.append((record, {"empty": not any(ids)}))
                 continue
             gt = ground_truth_of(data, video, set(record["targets"]))
-            per_record.append((record, tracking_metrics(gt, pred.truncated(gt.frames))))
-    return {"levels": _video_summary(per_record), "instructions": len(per_record), "videos": len(videos)}
+            metrics = tracking_metrics(gt, pred.truncated(gt.frames))
+            per_record.append((record, {**metrics, "target_share": gt.mean_share()}))
+    return {"levels": _video_summary(per_record), "sizes": _video_sizes(per_record), "instructions": len(per_record),
+            "videos": len(videos)}
 
 
 def ground_truth_of(data: dict, video: dict, ann_ids: set[int]) -> TrackSequence:
@@ -164,6 +166,19 @@ def _video_summary(per_record: list[tuple[dict, dict | None]]) -> dict:
     return out
 
 
+def _video_sizes(per_record: list[tuple[dict, dict | None]]) -> dict:
+    """{small|medium|large: {samples, J&F, HOTA, IDF1, MOTA}} over the instructions with targets, by the share of
+    the frame their targets cover (averaged over the frames where they are visible)."""
+    positives = [m for r, m in per_record if r["targets"]]
+    report = {}
+    for name, _, _ in SIZE_BINS:
+        chosen = [m for m in positives if size_of(m["target_share"]) == name]
+        if chosen:
+            report[name] = {"samples": len(chosen), **{key: float(np.mean([m[key] for m in chosen]))
+                                                       for key in VIDEO_COLUMNS}}
+    return report
+
+
 IMAGE_COLUMNS = ("gIoU", "cIoU", "P@0.5")
 VIDEO_COLUMNS = ("J&F", "HOTA", "IDF1", "MOTA")
 
@@ -174,9 +189,11 @@ def markdown(report: dict) -> str:
     if "images" in report:
         lines += _table("images", report["images"]["levels"], IMAGE_COLUMNS) + [""]
         if report["images"].get("sizes"):
-            lines += _size_table(report["images"]["sizes"]) + [""]
+            lines += _size_table("images", report["images"]["sizes"], IMAGE_COLUMNS) + [""]
     if "videos" in report:
         lines += _table("videos", report["videos"]["levels"], VIDEO_COLUMNS)
+        if report["videos"].get("sizes"):
+            lines += [""] + _size_table("videos", report["videos"]["sizes"], VIDEO_COLUMNS)
     return "\n".join(lines) + "\n"
 
 
@@ -191,14 +208,15 @@ def _table(kind: str, levels: dict, columns: tuple[str, ...]) -> list[str]:
     return rows
 
 
-def _size_table(sizes: dict) -> list[str]:
-    """gIoU / cIoU / P@0.5 of the samples with targets, by the share of the frame their targets cover."""
+def _size_table(kind: str, sizes: dict, columns: tuple[str, ...]) -> list[str]:
+    """The metric columns of the samples with targets, by the share of the frame their targets cover."""
     bounds = {name: (low, high) for name, low, high in SIZE_BINS}
-    rows = ["| images: target size | share of frame | samples | " + " | ".join(IMAGE_COLUMNS) + " |", "|" + "---|" * 6]
+    rows = [f"| {kind}: target size | share of frame | samples | " + " | ".join(columns) + " |",
+            "|" + "---|" * (3 + len(columns))]
     for name, s in sizes.items():
         low, high = bounds[name]
         share = f"< {high:.0%}" if low == 0 else f">= {low:.0%}" if high > 1 else f"{low:.0%}-{high:.0%}"
-        rows.append(f"| {name} | {share} | {s['samples']} | " + " | ".join(_f(s[key]) for key in IMAGE_COLUMNS) + " |")
+        rows.append(f"| {name} | {share} | {s['samples']} | " + " | ".join(_f(s[key]) for key in columns) + " |")
     return rows
 
 

@@ -36,6 +36,12 @@ class TrackSequence:
     def truncated(self, frames: int) -> TrackSequence:
         return TrackSequence(self.height, self.width, self.ids[:frames], self.rles[:frames])
 
+    def mean_share(self) -> float:
+        """The union of the instances' share of the frame, averaged over the frames where any is visible."""
+        shares = [float(mask_utils.area(mask_utils.merge(rles, intersect=False))) / (self.height * self.width)
+                  for rles in self.rles if rles]
+        return float(np.mean(shares)) if shares else 0.0
+
 
 def _rle(rle: dict) -> dict:
     counts = rle["counts"]

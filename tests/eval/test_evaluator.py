@@ -114,6 +114,9 @@ def test_an_oracle_scores_perfectly(dataset):
     assert videos["samples"] > 0
     assert videos["IDF1"] == pytest.approx(1.0) and videos["HOTA"] == pytest.approx(1.0)
     assert videos["J&F"] == pytest.approx(1.0) and videos["MOTA"] == pytest.approx(1.0)
+    video_sizes = report["videos"]["sizes"]
+    assert sum(s["samples"] for s in video_sizes.values()) == videos["samples"]
+    assert all(s["HOTA"] == pytest.approx(1.0) and s["J&F"] == pytest.approx(1.0) for s in video_sizes.values())
 
 
 def test_cli_with_a_real_tiny_model_writes_json_and_markdown(dataset, tmp_path):
@@ -132,6 +135,7 @@ def test_cli_with_a_real_tiny_model_writes_json_and_markdown(dataset, tmp_path):
     table = out.with_suffix(".md").read_text()
     assert "| images: level |" in table and "| videos: level |" in table and table in done.stdout
     assert "| images: target size |" in table and set(report["images"]["sizes"]) <= {"small", "medium", "large"}
+    assert "| videos: target size |" in table and set(report["videos"]["sizes"]) <= {"small", "medium", "large"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]  # no partial files left
 
 

@@ -42,6 +42,13 @@ def test_perfect_tracking_scores_one_everywhere():
     assert m["IDSW"] == 0
 
 
+def test_mean_share_counts_overlaps_once_and_skips_empty_frames():
+    """Frame 0: two 12x12 boxes overlapping in a 6x12 strip (union 144 + 72 px); frame 1: empty; frame 2: one box."""
+    seq = _seq([{1: _box(5), 2: _box(11)}, {}, {1: _box(30)}])
+    assert seq.mean_share() == pytest.approx(((144 + 72) / (H * W) + 144 / (H * W)) / 2)
+    assert _seq([{}, {}]).mean_share() == 0.0
+
+
 def test_an_id_switch_halfway():
     """Perfect masks, ids 7,7,8,8: MOTA = 1 - 1/4; IDF1 = 2*2/(4+4); DetA 1, AssA 2/(2+2) -> HOTA sqrt(.5);
     J: the GT object pairs with one of the two tracks, present in 2 of 4 frames."""
