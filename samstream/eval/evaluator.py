@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from samstream.data.engine import instruction_set
 from samstream.data.formats import decode_rle, load_dataset
-from samstream.eval.segmentation import SIZE_BINS, SampleResult, score_sample, size_of, summarize, summarize_sizes
+from samstream.eval.segmentation import SIZE_BINS, SampleResult, by_size, score_sample, summarize, summarize_sizes
 from samstream.eval.tracking import TrackSequence, _rle, tracking_metrics
 from samstream.model.levels import LEVELS
 from samstream.model.segmenter import Segmenter
@@ -169,14 +169,9 @@ def _video_summary(per_record: list[tuple[dict, dict | None]]) -> dict:
 def _video_sizes(per_record: list[tuple[dict, dict | None]]) -> dict:
     """{small|medium|large: {samples, J&F, HOTA, IDF1, MOTA}} over the instructions with targets, by the share of
     the frame their targets cover (averaged over the frames where they are visible)."""
-    positives = [m for r, m in per_record if r["targets"]]
-    report = {}
-    for name, _, _ in SIZE_BINS:
-        chosen = [m for m in positives if size_of(m["target_share"]) == name]
-        if chosen:
-            report[name] = {"samples": len(chosen), **{key: float(np.mean([m[key] for m in chosen]))
-                                                       for key in VIDEO_COLUMNS}}
-    return report
+    groups = by_size([m for r, m in per_record if r["targets"]], lambda m: m["target_share"])
+    return {name: {"samples": len(chosen), **{key: float(np.mean([m[key] for m in chosen])) for key in VIDEO_COLUMNS}}
+            for name, chosen in groups.items()}
 
 
 IMAGE_COLUMNS = ("gIoU", "cIoU", "P@0.5")

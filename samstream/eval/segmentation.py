@@ -14,11 +14,15 @@ medium / large, as shares of the frame rather than pixel counts, so one set rend
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from samstream.model.levels import LEVELS
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,16 +55,17 @@ def size_of(share: float) -> str:
     return next(name for name, low, high in SIZE_BINS if low <= share < high)
 
 
+def by_size(items: list[T], share: Callable[[T], float]) -> dict[str, list[T]]:
+    """The items in each non-empty size bin, in SIZE_BINS order, by `share(item)` (their targets' share of the frame)."""
+    groups = {name: [item for item in items if size_of(share(item)) == name] for name, _, _ in SIZE_BINS}
+    return {name: chosen for name, chosen in groups.items() if chosen}
+
+
 def summarize_sizes(samples: list[SampleResult]) -> dict:
     """{small|medium|large: {gIoU, cIoU, P@0.5, samples}} over the samples with targets, by target share."""
-    positives = [s for s in samples if not s.negative]
-    report = {}
-    for name, _, _ in SIZE_BINS:
-        chosen = [s for s in positives if size_of(s.target_share) == name]
-        if chosen:
-            summary = _summary(chosen)
-            report[name] = {key: summary[key] for key in ("samples", "gIoU", "cIoU", "P@0.5")}
-    return report
+    groups = by_size([s for s in samples if not s.negative], lambda s: s.target_share)
+    return {name: {key: summary[key] for key in ("samples", "gIoU", "cIoU", "P@0.5")}
+            for name, summary in ((name, _summary(chosen)) for name, chosen in groups.items())}
 
 
 def summarize(samples: list[SampleResult]) -> dict:
