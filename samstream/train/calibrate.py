@@ -2,7 +2,9 @@
 - the score threshold: the one that maximises gIoU on positives and no-target accuracy on negatives, weighed
   by a stated share of negatives (`pick_threshold`);
 - text reliance: how well the top-scoring query finds the target given the sample's own instruction versus
-  another sample's. A model that ignores its instruction scores the same on both (an objectness detector)."""
+  another sample's. A model that ignores its instruction scores the same on both (an objectness detector);
+- instance separation: whether the queries are instances at all. A model whose queries all return one copy
+  of the instruction's semantic mask finds "the targets" but cannot tell them apart (nor track them)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 import torch
 
 from samstream.train.forward import TrainModule
-from samstream.train.world_batches import WorldBatches
+from samstream.train.world_batches import DetectionTarget, WorldBatches
 
 THRESHOLDS = np.array([0.02, 0.03, 0.05, 0.07, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55,
                        0.6, 0.65, 0.7, 0.75, 0.8, 0.85])
@@ -96,3 +98,50 @@ def text_reliance(module: TrainModule, batches: WorldBatches, samples: int, pair
     module.train()
     return {"top_query_iou_own_text": round(float(np.mean(own)), 4),
             "top_query_iou_other_text": round(float(np.mean(other)), 4), "samples": len(own)}
+
+
+def _pairwise_iou(masks: torch.Tensor) -> torch.Tensor:
+    """(N, m, m) bool -> (N, N) IoU."""
+    flat = masks.flatten(1).float()
+    inter = flat @ flat.T
+    area = flat.sum(-1)
+    return inter / (area[:, None] + area[None] - inter).clamp(min=1)
+
+
+def separation_of(masks: torch.Tensor, target: DetectionTarget) -> tuple[float | None, list[float]] | None:
+    """One frame's (mean IoU between two of its non-empty query masks, each object's best query IoU); None for
+    a frame with fewer than two objects. `masks` (Q, m, m) bool; objects are the targets and the others."""
+    others = target.others_masks if target.others_masks is not None else target.masks[:0]
+    objects = torch.cat([target.masks, others]) > 0.5
+    if len(objects) < 2:
+        return None
+    shown = masks[masks.flatten(1).any(-1)]
+    overlap = None
+    if len(shown) >= 2:
+        overlap = float(_pairwise_iou(shown)[~torch.eye(len(shown), dtype=torch.bool)].mean())
+    best = _pairwise_iou(torch.cat([objects, masks]))[: len(objects), len(objects):].amax(-1)
+    return overlap, best.tolist()
+
+
+@torch.no_grad()
+def instance_separation(module: TrainModule, batches: WorldBatches, samples: int, pairs: int = 8) -> dict:
+    """Over `samples` frames with two or more objects: the mean IoU between two queries' non-empty masks (1.0:
+    every query is a copy of one mask) and each object's best query IoU (how well some query segments it alone,
+    whether named or not)."""
+    module.eval()
+    overlap, best = [], []
+    frames = 0
+    while frames < samples:
+        batch = batches.sample(pairs)
+        _, masks = _detect(module, _vision(module, batch.pixels), batch.texts, batch.levels)
+        for b, target in enumerate(batch.targets):
+            result = separation_of(masks[b], target)
+            if result is None:
+                continue
+            frames += 1
+            if result[0] is not None:
+                overlap.append(result[0])
+            best.extend(result[1])
+    module.train()
+    return {"query_mask_overlap": round(float(np.mean(overlap)), 4) if overlap else None,
+            "best_query_iou_per_object": round(float(np.mean(best)), 4), "frames": frames}

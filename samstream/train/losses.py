@@ -31,6 +31,8 @@ class LossWeights(BaseModel):
     track_mask: float = Field(5.0, ge=0)
     track_score: float = Field(1.0, ge=0)
     align: float = Field(0.0, ge=0)  # instruction-query InfoNCE (SAM3-I's stage-3 alignment); 0 = off
+    # the frame's other objects matched to free queries: their box and mask losses x this (scores taught 0); 0 = off
+    instances: float = Field(0.0, ge=0)
 
 
 def box_giou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -67,17 +69,42 @@ def pairwise_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 def match(logits: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor, target: DetectionTarget,
           weights: LossWeights) -> tuple[torch.Tensor, torch.Tensor]:
     """Hungarian matching of one sample's Q queries to its N targets: (query indices, target indices)."""
-    n = len(target.masks)
-    if n == 0:
+    if len(target.masks) == 0:
         empty = torch.zeros(0, dtype=torch.long)
         return empty, empty
-    cost = (-weights.cls * logits.sigmoid()[:, None]
-            + weights.box_l1 * torch.cdist(boxes, target.boxes, p=1)
-            - weights.giou * box_giou(boxes, target.boxes)
-            + weights.dice * pairwise_dice_cost(masks.flatten(1), target.masks.flatten(1)))  # (Q, N)
-    _, x, _ = lap.lapjv(cost.T.double().cpu().numpy(), extend_cost=True)  # x[target] = query
-    targets = np.arange(n)
-    return torch.as_tensor(x, dtype=torch.long), torch.as_tensor(targets, dtype=torch.long)
+    cost = -weights.cls * logits.sigmoid()[:, None] + _shape_cost(boxes, masks, target.boxes, target.masks, weights)
+    return _assign(cost)
+
+
+def _shape_cost(boxes: torch.Tensor, masks: torch.Tensor, goal_boxes: torch.Tensor, goal_masks: torch.Tensor,
+                weights: LossWeights) -> torch.Tensor:
+    """(Q, N) matching cost of Q predicted boxes and masks against N objects (no score term)."""
+    return (weights.box_l1 * torch.cdist(boxes, goal_boxes, p=1) - weights.giou * box_giou(boxes, goal_boxes)
+            + weights.dice * pairwise_dice_cost(masks.flatten(1), goal_masks.flatten(1)))
+
+
+def _assign(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum-cost assignment of a (Q, N) cost's N columns to distinct rows: (row indices, column indices)."""
+    _, x, _ = lap.lapjv(cost.T.double().cpu().numpy(), extend_cost=True)  # x[column] = row
+    return torch.as_tensor(x, dtype=torch.long), torch.arange(cost.shape[1], dtype=torch.long)
+
+
+@torch.no_grad()
+def match_others(boxes: torch.Tensor, masks: torch.Tensor, target: DetectionTarget, taken: torch.Tensor,
+                 weights: LossWeights) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frame's other objects matched to the queries the targets left free: (query indices, object indices)."""
+    empty = torch.zeros(0, dtype=torch.long)
+    if target.others_masks is None or len(target.others_masks) == 0:
+        return empty, empty
+    free = torch.ones(len(boxes), dtype=torch.bool)
+    free[taken.cpu()] = False
+    rows = free.nonzero()[:, 0].to(boxes.device)
+    k = min(len(rows), len(target.others_masks))
+    if k == 0:
+        return empty, empty
+    cost = _shape_cost(boxes[rows], masks[rows], target.others_boxes[:k], target.others_masks[:k], weights)
+    q, t = _assign(cost)
+    return rows.cpu()[q], t
 
 
 Matches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -86,8 +113,7 @@ Matches = list[tuple[torch.Tensor, torch.Tensor]]
 def match_batch(out, targets: list[DetectionTarget], weights: LossWeights) -> Matches:
     """Each sample's Hungarian match, (query indices, target indices); empty for negatives."""
     device = out.pred_logits.device
-    return [match(out.pred_logits[b], out.pred_boxes[b], out.pred_masks[b],
-                  DetectionTarget(t.masks.to(device), t.boxes.to(device), t.ignore.to(device)), weights)
+    return [match(out.pred_logits[b], out.pred_boxes[b], out.pred_masks[b], t.on(device), weights)
             for b, t in enumerate(targets)]
 
 
@@ -101,14 +127,21 @@ def detection_loss(out, targets: list[DetectionTarget], weights: LossWeights,
         matches = match_batch(out, targets, weights)
     device = out.pred_logits.device
     terms = {k: torch.zeros((), device=device) for k in ("cls", "presence", "box_l1", "giou", "mask_bce", "dice",
-                                                        "semantic")}
+                                                        "semantic", "instances")}
     mask_size = out.pred_masks.shape[-2:]
     present = torch.tensor([len(t.masks) > 0 for t in targets], dtype=torch.float32, device=device)
     terms["presence"] = F.binary_cross_entropy_with_logits(out.presence_logits.reshape(-1), present)
-    matched = 0
+    matched = others = 0
     for b, target in enumerate(targets):
-        target = DetectionTarget(target.masks.to(device), target.boxes.to(device), target.ignore.to(device))
+        target = target.on(device)
         keep = (~target.ignore).float().flatten()
+        if weights.instances > 0:
+            q, t = match_others(out.pred_boxes[b], out.pred_masks[b], target, matches[b][0], weights)
+            if len(q):
+                terms["instances"] = terms["instances"] + _shape_loss(
+                    out.pred_boxes[b][q], out.pred_masks[b][q], target.others_boxes[t], target.others_masks[t], keep,
+                    weights)
+                others += len(q)
         if out.semantic_seg is not None:
             union = target.masks.amax(0) if len(target.masks) else torch.zeros(mask_size, device=device)
             semantic = F.interpolate(out.semantic_seg[b: b + 1].float(), size=mask_size, mode="bilinear",
@@ -139,11 +172,23 @@ def detection_loss(out, targets: list[DetectionTarget], weights: LossWeights,
     scaled = {
         "cls": terms["cls"] / scored, "presence": terms["presence"], "box_l1": terms["box_l1"] / norm,
         "giou": terms["giou"] / norm, "mask_bce": terms["mask_bce"] / norm, "dice": terms["dice"] / norm,
-        "semantic": terms["semantic"] / batch,
+        "semantic": terms["semantic"] / batch, "instances": terms["instances"] / max(others, 1),
     }
+    if weights.instances == 0:
+        del scaled["instances"]
     weighted = {k: v * getattr(weights, k) for k, v in scaled.items()}
     weighted["loss"] = sum(weighted.values())
     return weighted
+
+
+def _shape_loss(boxes: torch.Tensor, masks: torch.Tensor, goal_boxes: torch.Tensor, goal_masks: torch.Tensor,
+                keep: torch.Tensor, weights: LossWeights) -> torch.Tensor:
+    """Summed box L1 + GIoU + mask BCE + dice of matched rows, each term at its own weight."""
+    pred, goal = masks.flatten(1), goal_masks.flatten(1)
+    return (weights.box_l1 * F.l1_loss(boxes, goal_boxes, reduction="sum")
+            + weights.giou * (1 - torch.diag(box_giou(boxes, goal_boxes))).sum()
+            + weights.mask_bce * (F.binary_cross_entropy_with_logits(pred, goal, reduction="none") * keep).mean(-1).sum()
+            + weights.dice * dice_loss(pred, goal, keep).sum())
 
 
 def alignment_loss(cross_logits: torch.Tensor, matches: Matches, texts: list[str],

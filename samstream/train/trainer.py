@@ -16,7 +16,7 @@ from tqdm import tqdm
 from samstream.errors import ConfigError
 from samstream.model.loader import load_segmenter, resolve_device, save_segmenter_model
 from samstream.train.birth import choose_birth_threshold
-from samstream.train.calibrate import choose_threshold, text_reliance
+from samstream.train.calibrate import choose_threshold, instance_separation, text_reliance
 from samstream.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from samstream.train.config import Stage, TrainConfig
 from samstream.train.forward import TrainModule
@@ -227,6 +227,8 @@ def export(config: TrainConfig, module: TrainModule, trainable, folder: Path, pr
                                        config.validation_samples, negative_share=config.calibration_negative_share)
         calibration["text_reliance"] = text_reliance(
             module, _batches(config, trainable, len(config.stages) - 1, 1, "heldout"), config.validation_samples // 2)
+        calibration["instances"] = instance_separation(
+            module, _batches(config, trainable, len(config.stages) - 1, 2, "heldout"), config.validation_samples // 2)
     if config.mode == "lora":
         merge_lora(trainable.model)
     model = trainable.model.cpu().eval()

@@ -25,6 +25,15 @@ class DetectionTarget:
     masks: torch.Tensor  # (n, m, m) float in [0, 1] at the model's mask size
     boxes: torch.Tensor  # (n, 4) normalised xyxy
     ignore: torch.Tensor  # (m, m) bool: pixels of too-hidden objects (no loss there)
+    # the frame's other visible objects (not named by the instruction): with `LossWeights.instances` > 0 free
+    # queries learn their masks too (score 0), so every query is an instance, not a copy of the semantic mask
+    others_masks: torch.Tensor | None = None  # (k, m, m)
+    others_boxes: torch.Tensor | None = None  # (k, 4)
+
+    def on(self, device: torch.device) -> DetectionTarget:
+        move = (lambda t: None if t is None else t.to(device))
+        return DetectionTarget(self.masks.to(device), self.boxes.to(device), self.ignore.to(device),
+                               move(self.others_masks), move(self.others_boxes))
 
 
 @dataclass
@@ -90,7 +99,8 @@ class WorldBatches:
                 chosen = self._instructions(objects)
                 texts.append([inst.text for inst in chosen])
                 levels.append([inst.level for inst in chosen])
-                targets.append([self._target(visible, inst.targets, hidden) for inst in chosen])
+                targets.append([self._target(visible, inst.targets, hidden, [o.ann_id for o in objects])
+                                for inst in chosen])
             (_, vis0, objects0, _), (_, vis1, objects1, _) = rendered
             pick = objects0[int(self.rng.integers(len(objects0)))].ann_id if objects0 else None
             prompts.append(vis0[pick] if pick else np.zeros((self.image_size,) * 2, bool))
@@ -131,16 +141,21 @@ class WorldBatches:
     def _small(self, mask: np.ndarray) -> np.ndarray:
         return cv2.resize(mask.astype(np.float32), (self.mask_size, self.mask_size), interpolation=cv2.INTER_AREA)
 
-    def _target(self, visible: dict[int, np.ndarray], ids: tuple[int, ...], hidden: list[int]) -> DetectionTarget:
-        masks = [self._small(visible[i]) for i in ids]
-        s = float(self.image_size)
-        boxes = []
-        for i in ids:
-            ys, xs = np.nonzero(visible[i])
-            boxes.append([xs.min() / s, ys.min() / s, (xs.max() + 1) / s, (ys.max() + 1) / s])
+    def _target(self, visible: dict[int, np.ndarray], ids: tuple[int, ...], hidden: list[int],
+                in_frame: list[int]) -> DetectionTarget:
         ignore = np.zeros((self.mask_size,) * 2, bool)
         for i in hidden:
             ignore |= self._small(visible[i]) > 0
-        m = self.mask_size
-        return DetectionTarget(torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, m, m),
-                               torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.from_numpy(ignore))
+        others = [i for i in in_frame if i not in ids]
+        return DetectionTarget(*self._objects(visible, ids), torch.from_numpy(ignore), *self._objects(visible, others))
+
+    def _objects(self, visible: dict[int, np.ndarray], ids) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, m, m) masks at the mask size and (n, 4) normalised xyxy boxes of these objects."""
+        s, m = float(self.image_size), self.mask_size
+        masks, boxes = [], []
+        for i in ids:
+            ys, xs = np.nonzero(visible[i])
+            masks.append(self._small(visible[i]))
+            boxes.append([xs.min() / s, ys.min() / s, (xs.max() + 1) / s, (ys.max() + 1) / s])
+        return (torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, m, m),
+                torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))

@@ -1,11 +1,14 @@
 """How a trained model's thresholds are chosen: the score threshold weighs positives and negatives by a stated
-share (not by how many of each were drawn), the birth threshold by tracking clips at each candidate bar."""
+share (not by how many of each were drawn), the birth threshold by tracking clips at each candidate bar; and
+whether the queries are instances or copies of one mask."""
 
 import numpy as np
 import pytest
+import torch
 
 from samstream.train.birth import birth_candidates, pick_birth
-from samstream.train.calibrate import pick_threshold
+from samstream.train.calibrate import pick_threshold, separation_of
+from samstream.train.world_batches import DetectionTarget
 
 THRESHOLDS = np.array([0.1, 0.2, 0.3])
 # A weak model: positives' IoU falls as the threshold rises, negatives come back empty more often.
@@ -57,3 +60,25 @@ def test_the_birth_bar_with_the_best_tracking_wins():
 def test_equal_tracking_prefers_the_lower_birth_bar():
     same = {"HOTA": 0.4, "IDF1": 0.4, "no_target_accuracy": None}
     assert pick_birth({0.3: same, 0.2: same}, 0.25)["birth_threshold"] == 0.2
+
+
+def _two_objects():
+    masks = torch.zeros(2, 8, 8)
+    masks[0, :4, :4] = 1
+    masks[1, 4:, 4:] = 1
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
+    return DetectionTarget(masks[:1], boxes[:1], torch.zeros(8, 8, dtype=torch.bool), masks[1:], boxes[1:])
+
+
+def test_queries_that_copy_one_mask_are_told_apart_from_instances():
+    target = _two_objects()
+    objects = torch.cat([target.masks, target.others_masks]) > 0.5
+    instances = torch.zeros(4, 8, 8, dtype=torch.bool)
+    instances[:2] = objects  # two queries, one object each; the rest empty
+    overlap, best = separation_of(instances, target)
+    assert overlap == 0.0 and best == [1.0, 1.0]
+    copies = objects.any(0).expand(4, 8, 8)  # every query the union of both: the semantic-mask collapse
+    overlap, best = separation_of(copies, target)
+    assert overlap == 1.0 and best == [0.5, 0.5]
+    alone = DetectionTarget(target.masks, target.boxes, target.ignore)  # one object: nothing to separate
+    assert separation_of(copies, alone) is None

@@ -31,6 +31,20 @@ def test_each_frame_can_be_asked_several_different_instructions():
     assert len({len(batch.targets[i].masks) for i in first} | {batch.texts[i] for i in first}) > 1
 
 
+def test_every_instruction_of_a_frame_splits_the_same_objects_into_targets_and_others():
+    batch = WorldBatches(112, 32, seed=3, instructions_per_frame=3).sample(4)
+    for row in set(batch.frames):
+        asked = [t for t, f in zip(batch.targets, batch.frames) if f == row]
+        counts = {len(t.masks) + len(t.others_masks) for t in asked}
+        assert len(counts) == 1 and counts.pop() >= 1  # same frame, same objects, however they are named
+        unions = [torch.cat([t.masks, t.others_masks]).amax(0) for t in asked]
+        assert all(torch.equal(u, unions[0]) for u in unions)
+        for t in asked:
+            assert len(t.others_boxes) == len(t.others_masks)
+            for target in t.masks:  # an object is a target or another object, never both
+                assert not any(torch.equal(target, other) for other in t.others_masks)
+
+
 def test_a_frame_asked_twice_is_encoded_once_with_the_same_features():
     model, tokenizer = build_tiny_model()
     detector = model.detector_model

@@ -2,7 +2,8 @@
 
 import torch
 
-from samstream.train.losses import LossWeights, alignment_loss, box_giou, detection_loss, match, tracker_loss
+from samstream.train.losses import (LossWeights, alignment_loss, box_giou, detection_loss, match, match_others,
+                                     tracker_loss)
 from samstream.train.world_batches import DetectionTarget
 
 
@@ -110,3 +111,35 @@ def test_alignment_of_a_batch_without_matches_is_zero_but_keeps_the_graph():
     scores = torch.randn(2, 3, 2, requires_grad=True)
     loss = alignment_loss(scores, [(torch.zeros(0, dtype=torch.long),) * 2] * 2, ["a", "b"])
     assert loss.item() == 0 and loss.requires_grad
+
+
+def with_others(t: DetectionTarget) -> DetectionTarget:
+    """`t`'s first object as the target and its second as another object in the frame."""
+    return DetectionTarget(t.masks[:1], t.boxes[:1], t.ignore, t.masks[1:], t.boxes[1:])
+
+
+def test_other_objects_go_to_free_queries_and_teach_their_masks_only_when_asked():
+    t = with_others(target())
+    logits, boxes, masks = prediction(target(), order=(2, 0))  # query 2 on the target, query 0 on the other object
+    out = Out(logits[None], boxes[None], masks[None], torch.tensor([[6.0]]))
+    matches = [match(logits, boxes, masks, t, LossWeights())]
+    assert matches[0][0].tolist() == [2]
+    q, k = match_others(boxes, masks, t, matches[0][0], LossWeights())
+    assert q.tolist() == [0] and k.tolist() == [0]
+    assert "instances" not in detection_loss(out, [t], LossWeights())  # off by default (SAM3's losses)
+    right = detection_loss(out, [t], LossWeights(instances=1.0))
+    assert right["instances"] < 0.01
+    copied = masks.clone()
+    copied[:] = masks[2]  # every query a copy of the target's mask: the semantic-mask collapse
+    collapsed = detection_loss(Out(logits[None], boxes[None], copied[None], torch.tensor([[6.0]])), [t],
+                               LossWeights(instances=1.0))
+    assert collapsed["instances"] > 5.0 and collapsed["dice"] < 0.01  # the target alone cannot tell them apart
+
+
+def test_other_objects_never_take_a_targets_query():
+    t = with_others(target())
+    logits, boxes, masks = prediction(target(), order=(2, 0))
+    q, _ = match_others(boxes, masks, t, torch.tensor([0]), LossWeights())  # query 0 is taken: the next best
+    assert q.tolist() != [0] and len(q) == 1
+    none = DetectionTarget(t.masks, t.boxes, t.ignore)
+    assert len(match_others(boxes, masks, none, torch.tensor([2]), LossWeights())[0]) == 0

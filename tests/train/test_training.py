@@ -93,6 +93,8 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert list(birth["by_birth_threshold"]) == [f"{bar:g}" for bar in birth_candidates(meta["score_threshold"])]
     reliance = meta["calibration"]["text_reliance"]
     assert reliance["samples"] >= 2 and 0 <= reliance["top_query_iou_other_text"] <= 1
+    instances = meta["calibration"]["instances"]  # are the queries instances, or copies of one mask?
+    assert instances["frames"] >= 2 and 0 <= instances["best_query_iou_per_object"] <= 1
 
 
 def test_small_fine_sizes_train_and_track(tmp_path):
