@@ -73,6 +73,7 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
         network, tokenizer = build_tiny_model(image_size=image_size)
         name, trained = BUILTIN_TINY, False
         threshold, birth = UNTRAINED_SCORE_THRESHOLD, UNTRAINED_BIRTH_THRESHOLD
+        box_crop = None
     else:
         name = model
         if model == BUILTIN_SMALL:
@@ -85,6 +86,7 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
             threshold = float(meta.get("score_threshold", threshold))
             birth = float(meta.get("birth_threshold", birth))
             trained = bool(meta.get("trained", True))
+        box_crop = _box_crop_margin(meta, Path(model).expanduser() / MODEL_META_FILE)
         bundled = Path(model).expanduser() / ADAPTERS_FILE
         if adapters is None and bundled.is_file():
             adapters = str(bundled)
@@ -96,7 +98,7 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
         parameters += sum(p.numel() for p in loaded.parameters())
     info = ModelInfo(name=name, parameters=parameters, trained=trained, score_threshold=threshold,
                      birth_threshold=birth, image_size=image_size, device=str(torch_device),
-                     adapters=adapters or "identity (SAM3 behaviour at every level)")
+                     adapters=adapters or "identity (SAM3 behaviour at every level)", box_crop_margin=box_crop)
     segmenter = Sam3Segmenter(network, tokenizer, info, adapters=loaded, autocast_dtype=autocast)
     if compile:
         if torch_device.type != "cuda":
@@ -126,6 +128,16 @@ def _model_meta(folder: Path) -> dict:
         return json.loads(file.read_text())
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{file}: not JSON ({e})") from None
+
+
+def _box_crop_margin(meta: dict, file: Path) -> float | None:
+    """`box_crop_margin` of a model's samstream.json: None (off) or a share of the image in [0, 0.5]."""
+    value = meta.get("box_crop_margin")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 0.5:
+        raise ModelLoadError(f"{file}: box_crop_margin must be null or a number in [0, 0.5], not {value!r}")
+    return float(value)
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

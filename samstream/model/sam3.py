@@ -25,7 +25,8 @@ from samstream.model.tokenizer import CONTEXT_LENGTH
 DEFAULT_NMS_IOU = 0.1  # SAM3's detection NMS
 CANDIDATE_FLOOR = 0.05  # queries below this never reach NMS (saves upsampling 200 masks)
 DEFAULT_FILL_HOLE_AREA = 16  # SAM3: holes and specks up to this many low-res pixels are filled / removed
-TEXT_CACHE_SIZE = 4096  # (instruction, level) embeddings kept per worker
+TEXT_CACHE_SIZE = 4096
+BACKGROUND_LOGIT = 10.0  # magnitude of the logit a box crop writes outside the box  # (instruction, level) embeddings kept per worker
 
 
 @dataclass
@@ -117,13 +118,16 @@ class Sam3Segmenter:
         with self.sam3i.routing(levels):
             out = self.model.detector_model(vision_embeds=vision, text_embeds=text, attention_mask=mask)
         scores = out.pred_logits.sigmoid() * out.presence_logits.sigmoid()  # (n, Q): p(match | present) * p(present)
-        return [self._postprocess(out.pred_masks[i], scores[i], features) for i in range(n)]
+        return [self._postprocess(out.pred_masks[i], out.pred_boxes[i], scores[i], features) for i in range(n)]
 
-    def _postprocess(self, mask_logits: torch.Tensor, scores: torch.Tensor, features: FrameFeatures) -> Detections:
+    def _postprocess(self, mask_logits: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor,
+                     features: FrameFeatures) -> Detections:
         keep = torch.nonzero(scores > CANDIDATE_FLOOR).squeeze(1)
         if keep.numel() == 0:
             return Detections(np.zeros((0, features.height, features.width), bool), np.zeros(0, np.float32))
         logits = mask_logits[keep].float()  # (k, h, w) at the model's mask resolution
+        if self.info.box_crop_margin is not None:
+            logits = crop_to_boxes(logits, boxes[keep].float(), self.info.box_crop_margin)
         low_res = fill_holes(logits.cpu().numpy() > 0, self.fill_hole_area)
         kept_scores = scores[keep].float().cpu().numpy()
         order = mask_nms(low_res, kept_scores, self.nms_iou)
@@ -154,6 +158,19 @@ class Sam3Segmenter:
                           ) -> list[dict[int, tuple[np.ndarray, float]]]:
         """Propagate several streams' objects together (one batched tracker forward per memory shape)."""
         return propagate_streams(requests)
+
+
+def crop_to_boxes(logits: torch.Tensor, boxes: torch.Tensor, margin: float) -> torch.Tensor:
+    """(k, h, w) mask logits with everything outside each mask's own box (normalised xyxy), grown by `margin`
+    of the image on every side, set to background."""
+    h, w = logits.shape[-2:]
+    ys = (torch.arange(h, device=logits.device) + 0.5) / h
+    xs = (torch.arange(w, device=logits.device) + 0.5) / w
+    x0, y0, x1, y1 = (boxes + torch.tensor([-margin, -margin, margin, margin], device=boxes.device)).unbind(-1)
+    inside_x = (xs >= x0[:, None]) & (xs <= x1[:, None])  # (k, w)
+    inside_y = (ys >= y0[:, None]) & (ys <= y1[:, None])  # (k, h)
+    inside = inside_y[:, :, None] & inside_x[:, None, :]
+    return logits.masked_fill(~inside, -BACKGROUND_LOGIT)
 
 
 class _PooledText:

@@ -24,6 +24,9 @@ class ModelInfo:
     image_size: int
     device: str
     adapters: str = "identity"  # where the SAM3-I adapters came from
+    # each mask cut to its query's box grown by this share of the image (None: off, SAM3's behaviour). For small
+    # models whose queries return one shared mask: the boxes still tell instances apart (docs/model-card.md)
+    box_crop_margin: float | None = None
 
 
 @dataclass(frozen=True)

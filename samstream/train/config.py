@@ -87,7 +87,17 @@ class TrainConfig(BaseModel):
     calibration_negative_share: float = Field(0.25, ge=0, le=1)
     birth_calibration_videos: int = Field(8, ge=0)  # world data: clips the birth threshold is chosen on (0: a margin)
     birth_calibration_frames: int = Field(30, ge=2)  # ...and their length
+    # world data: box-crop margins (shares of the image) the same clips also try, against not cropping; the best
+    # goes to samstream.json as `box_crop_margin` (docs/finetuning.md). Empty: masks are never cropped (SAM3)
+    box_crop_margins: list[float] = Field(default_factory=list, max_length=4)
     export_dtype: Literal["fp32", "fp16", "bf16"] = "fp32"  # precision the exported weights are stored in
+
+    @field_validator("box_crop_margins")
+    @classmethod
+    def _margins_in_range(cls, margins: list[float]) -> list[float]:
+        if any(not 0 <= m <= 0.5 for m in margins):
+            raise ValueError("box crop margins are shares of the image in [0, 0.5]")
+        return margins
 
     @property
     def total_steps(self) -> int:

@@ -245,8 +245,11 @@ def export(config: TrainConfig, module: TrainModule, trainable, folder: Path, pr
         # the birth bar is chosen by tracking clips with the exported model itself, as users load it
         birth = choose_birth_threshold(load_segmenter(str(part), device=config.device),
                                        videos=config.birth_calibration_videos, frames=config.birth_calibration_frames,
-                                       negative_share=config.calibration_negative_share, progress=progress)
+                                       negative_share=config.calibration_negative_share, progress=progress,
+                                       crop_margins=[None, *config.box_crop_margins])
         meta["birth_threshold"] = birth["birth_threshold"]
+        if birth["box_crop_margin"] is not None:
+            meta["box_crop_margin"] = birth["box_crop_margin"]
         calibration["birth"] = birth
         (part / MODEL_META_FILE).write_text(json.dumps(meta, indent=1))
     shutil.rmtree(folder, ignore_errors=True)

@@ -64,3 +64,35 @@ def test_half_precision_needs_cuda():
     with pytest.raises(ModelLoadError, match="precision bf16 needs a CUDA device"):
         load_segmenter(BUILTIN_TINY, device="cpu", precision="bf16")
     assert load_segmenter(BUILTIN_TINY, device="cpu", precision="auto").autocast_dtype is None
+
+
+def _with_meta(tmp_path, meta: dict):
+    import json
+
+    model, tokenizer = build_tiny_model(seed=7)
+    save_segmenter_model(model, tokenizer, tmp_path / "m")
+    (tmp_path / "m" / "samstream.json").write_text(json.dumps(meta))
+    return str(tmp_path / "m")
+
+
+def test_box_crop_margin_comes_from_the_model_folder_and_is_checked(tmp_path):
+    assert load_segmenter(BUILTIN_TINY, device="cpu").info.box_crop_margin is None  # SAM3's behaviour
+    folder = _with_meta(tmp_path, {"score_threshold": 0.3, "box_crop_margin": 0.04})
+    assert load_segmenter(folder, device="cpu").info.box_crop_margin == 0.04
+    for bad in (0.9, -0.1, "wide", True):
+        _with_meta(tmp_path, {"box_crop_margin": bad})
+        with pytest.raises(ModelLoadError, match="box_crop_margin must be null or a number in"):
+            load_segmenter(folder, device="cpu")
+
+
+def test_box_crop_keeps_each_mask_inside_its_own_box():
+    from samstream.model.sam3 import BACKGROUND_LOGIT, crop_to_boxes
+
+    logits = torch.full((2, 8, 8), 3.0)  # two queries, both "everything": one shared mask
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
+    cropped = crop_to_boxes(logits, boxes, margin=0.0)
+    assert (cropped[0, :4, :4] == 3).all() and (cropped[0, 4:] == -BACKGROUND_LOGIT).all()
+    assert (cropped[1, 4:, 4:] == 3).all() and (cropped[1, :, :4] == -BACKGROUND_LOGIT).all()
+    assert not ((cropped[0] > 0) & (cropped[1] > 0)).any()  # the two queries are now two instances
+    grown = crop_to_boxes(logits, boxes, margin=0.125)  # one more cell of 8 on every side
+    assert (grown[0, :5, :5] == 3).all() and (grown[0, 5:] < 0).all()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from samstream.train.birth import birth_candidates, pick_birth
+from samstream.train.birth import birth_candidates, pick_birth, pick_margin
 from samstream.train.calibrate import pick_threshold, separation_of
 from samstream.train.world_batches import DetectionTarget
 
@@ -82,3 +82,14 @@ def test_queries_that_copy_one_mask_are_told_apart_from_instances():
     assert overlap == 1.0 and best == [0.5, 0.5]
     alone = DetectionTarget(target.masks, target.boxes, target.ignore)  # one object: nothing to separate
     assert separation_of(copies, alone) is None
+
+
+def test_the_box_crop_margin_with_the_best_tracking_wins_and_ties_keep_masks_whole():
+    def row(objective):
+        return {"objective": objective, "birth_threshold": 0.1, "HOTA": objective, "IDF1": objective,
+                "no_target_accuracy": 0.5}
+    chosen = pick_margin({None: row(0.30), 0.03: row(0.36), 0.08: row(0.33)})
+    assert chosen["box_crop_margin"] == 0.03 and chosen["objective"] == 0.36
+    assert list(chosen["by_box_crop_margin"]) == ["none", "0.03", "0.08"]
+    assert pick_margin({None: row(0.3), 0.03: row(0.3)})["box_crop_margin"] is None
+    assert pick_margin({0.08: row(0.3), 0.03: row(0.3)})["box_crop_margin"] == 0.03

@@ -71,7 +71,7 @@ def test_lora_trains_only_low_rank_deltas_and_exports_merged_weights(base_folder
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
     cfg = config(tmp_path, model="tiny", tokenizer_scenes=30, stages=[Stage(steps=2)], checkpoint_every=1,
-                 birth_calibration_videos=1, birth_calibration_frames=6)
+                 birth_calibration_videos=1, birth_calibration_frames=6, box_crop_margins=[0.05])
     train(cfg, progress=False)
     first = load_file(tmp_path / "run/checkpoints/step-0000002/trainable.safetensors")
     longer = cfg.model_copy(update={"stages": [Stage(steps=4)]})
@@ -91,6 +91,8 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     birth = meta["calibration"]["birth"]  # chosen by tracking a generated clip at each candidate bar
     assert birth["birth_threshold"] == meta["birth_threshold"]
     assert list(birth["by_birth_threshold"]) == [f"{bar:g}" for bar in birth_candidates(meta["score_threshold"])]
+    assert list(birth["by_box_crop_margin"]) == ["none", "0.05"]  # uncropped and cropped masks, both tracked
+    assert meta.get("box_crop_margin") == birth["box_crop_margin"] == segmenter.info.box_crop_margin
     reliance = meta["calibration"]["text_reliance"]
     assert reliance["samples"] >= 2 and 0 <= reliance["top_query_iou_other_text"] <= 1
     instances = meta["calibration"]["instances"]  # are the queries instances, or copies of one mask?
@@ -145,6 +147,7 @@ def test_cli_trains_and_rejects_bad_configs(tmp_path):
     for text, message in [('mode = "magic"', "mode"), ("lr = -1", "lr"), ("colour = 3", "colour"),
                           ("steps = [", "not valid TOML"), ("[loss_weights]\nclss = 1", "loss_weights.clss"),
                           ("[loss_weights]\ncls = -1", "loss_weights.cls"), ('text_init = "bert"', "text_init"),
+                          ("box_crop_margins = [0.9]", "box_crop_margins"),
                           (f'model = "tiny"\ntokenizer_scenes = 20\nout = "{tmp_path / "bad"}"\n[[stages]]\nsteps = 1\n'
                            f'freeze = ["nothing"]', "'nothing'")]:
         bad.write_text(text + "\n")
