@@ -25,8 +25,8 @@ from samstream.model.tokenizer import CONTEXT_LENGTH
 DEFAULT_NMS_IOU = 0.1  # SAM3's detection NMS
 CANDIDATE_FLOOR = 0.05  # queries below this never reach NMS (saves upsampling 200 masks)
 DEFAULT_FILL_HOLE_AREA = 16  # SAM3: holes and specks up to this many low-res pixels are filled / removed
-TEXT_CACHE_SIZE = 4096
-BACKGROUND_LOGIT = 10.0  # magnitude of the logit a box crop writes outside the box  # (instruction, level) embeddings kept per worker
+TEXT_CACHE_SIZE = 4096  # (instruction, level) embeddings kept per worker
+BACKGROUND_LOGIT = 10.0  # magnitude of the logit a box crop writes outside the box
 
 
 @dataclass

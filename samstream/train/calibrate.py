@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from samstream.masks import mask_iou
 from samstream.train.forward import TrainModule
 from samstream.train.world_batches import DetectionTarget, WorldBatches
 
@@ -100,27 +101,19 @@ def text_reliance(module: TrainModule, batches: WorldBatches, samples: int, pair
             "top_query_iou_other_text": round(float(np.mean(other)), 4), "samples": len(own)}
 
 
-def _pairwise_iou(masks: torch.Tensor) -> torch.Tensor:
-    """(N, m, m) bool -> (N, N) IoU."""
-    flat = masks.flatten(1).float()
-    inter = flat @ flat.T
-    area = flat.sum(-1)
-    return inter / (area[:, None] + area[None] - inter).clamp(min=1)
-
-
 def separation_of(masks: torch.Tensor, target: DetectionTarget) -> tuple[float | None, list[float]] | None:
     """One frame's (mean IoU between two of its non-empty query masks, each object's best query IoU); None for
     a frame with fewer than two objects. `masks` (Q, m, m) bool; objects are the targets and the others."""
     others = target.others_masks if target.others_masks is not None else target.masks[:0]
-    objects = torch.cat([target.masks, others]) > 0.5
+    objects = (torch.cat([target.masks, others]) > 0.5).numpy()
     if len(objects) < 2:
         return None
-    shown = masks[masks.flatten(1).any(-1)]
+    masks = masks.numpy()
+    shown = masks[masks.reshape(len(masks), -1).any(-1)]
     overlap = None
     if len(shown) >= 2:
-        overlap = float(_pairwise_iou(shown)[~torch.eye(len(shown), dtype=torch.bool)].mean())
-    best = _pairwise_iou(torch.cat([objects, masks]))[: len(objects), len(objects):].amax(-1)
-    return overlap, best.tolist()
+        overlap = float(mask_iou(shown, shown)[~np.eye(len(shown), dtype=bool)].mean())
+    return overlap, mask_iou(objects, masks).max(-1).tolist()
 
 
 @torch.no_grad()

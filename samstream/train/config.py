@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -89,15 +89,8 @@ class TrainConfig(BaseModel):
     birth_calibration_frames: int = Field(30, ge=2)  # ...and their length
     # world data: box-crop margins (shares of the image) the same clips also try, against not cropping; the best
     # goes to samstream.json as `box_crop_margin` (docs/finetuning.md). Empty: masks are never cropped (SAM3)
-    box_crop_margins: list[float] = Field(default_factory=list, max_length=4)
+    box_crop_margins: list[Annotated[float, Field(ge=0, le=0.5)]] = Field(default_factory=list, max_length=4)
     export_dtype: Literal["fp32", "fp16", "bf16"] = "fp32"  # precision the exported weights are stored in
-
-    @field_validator("box_crop_margins")
-    @classmethod
-    def _margins_in_range(cls, margins: list[float]) -> list[float]:
-        if any(not 0 <= m <= 0.5 for m in margins):
-            raise ValueError("box crop margins are shares of the image in [0, 0.5]")
-        return margins
 
     @property
     def total_steps(self) -> int:
