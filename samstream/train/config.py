@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from samstream.errors import ConfigError
 from samstream.model.levels import LEVELS
@@ -92,6 +92,13 @@ class TrainConfig(BaseModel):
     box_crop_margins: list[Annotated[float, Field(ge=0, le=0.5)]] = Field(default_factory=list, max_length=4)
     export_dtype: Literal["fp32", "fp16", "bf16"] = "fp32"  # precision the exported weights are stored in
 
+    @model_validator(mode="after")
+    def _dense_needs_world(self) -> TrainConfig:
+        if self.loss_weights.dense > 0 and self.data != "world":
+            raise ValueError("loss_weights.dense names the world's shapes, colours and textures: it needs "
+                             "data = \"world\"")
+        return self
+
     @property
     def total_steps(self) -> int:
         return sum(stage.steps for stage in self.stages)
@@ -117,4 +124,5 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {where}: {message}" if where else f"{path}: {message}") from None

@@ -3,6 +3,8 @@ pairs, the routed detector on every frame, and the memory tracker carrying one o
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase, Sam3VideoModel
@@ -11,6 +13,7 @@ from samstream.model.sam3_memory import _Entry, _mask_as_output, _propagate_grou
 from samstream.model.sam3i import Sam3I, Sam3IAdapters
 from samstream.model.segmenter import FrameFeatures
 from samstream.model.tokenizer import CONTEXT_LENGTH
+from samstream.train.dense import DenseHeads
 from samstream.train.losses import LossWeights, alignment_loss, detection_loss, match_batch, tracker_loss
 from samstream.train.world_batches import Batch
 
@@ -28,7 +31,8 @@ class TrainModule(nn.Module):
 
     def __init__(self, model: Sam3VideoModel, adapters: Sam3IAdapters, tokenizer: PreTrainedTokenizerBase,
                  weights: LossWeights = LossWeights(), train_tracker: bool = True,
-                 negative_queries: bool = False, train_detector: bool = True) -> None:
+                 negative_queries: bool = False, train_detector: bool = True,
+                 dense_classes: Mapping[str, Sequence[str]] | None = None) -> None:
         super().__init__()
         self.model = model
         self.adapters = adapters
@@ -38,6 +42,11 @@ class TrainModule(nn.Module):
         self.train_detector = train_detector  # False: a tracker-only stage skips the detector's decoding and losses
         self.negative_queries = negative_queries
         self.sam3i = Sam3I(model.detector_model, adapters)
+        # training-only heads (not exported) that name the shape / colour / texture under each patch
+        self.dense_heads = None
+        if weights.dense > 0 and dense_classes:
+            width = model.config.detector_config.vision_config.fpn_hidden_size
+            self.dense_heads = DenseHeads(width, dense_classes).to(next(model.parameters()).device)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         device = next(self.model.parameters()).device
@@ -61,6 +70,10 @@ class TrainModule(nn.Module):
                 hook.remove()
         matches = match_batch(out, batch.targets, self.weights)
         losses = detection_loss(out, batch.targets, self.weights, self.negative_queries, matches)
+        if self.dense_heads is not None and batch.dense_labels is not None:
+            # fpn_hidden_states: 4x, 2x, 1x, 0.5x the patch grid; the fusion (DETR) encoder reads the 1x level
+            losses["dense"] = self.dense_heads.loss(vision.fpn_hidden_states[-2], batch.dense_labels) * self.weights.dense
+            losses["loss"] = losses["loss"] + losses["dense"]
         if self.weights.align > 0:
             cross = cross_scores(detector.dot_product_scoring, **scoring_inputs)
             losses["align"] = alignment_loss(cross, matches, batch.texts, batch.frames) * self.weights.align

@@ -31,6 +31,9 @@ class LossWeights(BaseModel):
     track_mask: float = Field(5.0, ge=0)
     track_score: float = Field(1.0, ge=0)
     align: float = Field(0.0, ge=0)  # instruction-query InfoNCE (SAM3-I's stage-3 alignment); 0 = off
+    # per-patch shape / colour / texture of the vision features the fusion encoder reads (training-only heads,
+    # world data: train/dense.py); 0 = off
+    dense: float = Field(0.0, ge=0)
     # the frame's other objects matched to free queries: their box and mask losses x this (scores taught 0); 0 = off
     instances: float = Field(0.0, ge=0)
 

@@ -19,11 +19,13 @@ from samstream.train.birth import choose_birth_threshold
 from samstream.train.calibrate import choose_threshold, instance_separation, text_reliance
 from samstream.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from samstream.train.config import Stage, TrainConfig
+from samstream.train.dense import WORLD_DENSE_CLASSES
 from samstream.train.forward import TrainModule
 from samstream.train.setup import build_trainable, merge_lora, trainable_parameters
 from samstream.train.world_batches import WorldBatches
 
-TRACKER_PREFIXES = ("model.tracker_model.", "model.tracker_neck.")  # the rest is the detector (and its adapters)
+TRACKER_PREFIXES = ("model.tracker_model.", "model.tracker_neck.")
+DETECTOR_PREFIXES = ("model.detector_model.", "adapters.")  # the detector and its SAM3-I adapters
 
 MODEL_META_FILE = "samstream.json"  # trained-model metadata beside config.json: thresholds, training run
 BIRTH_MARGIN = 0.15  # without clips to choose it on: a new track needs threshold + this (SAM3: 0.5 -> 0.7)
@@ -61,13 +63,20 @@ def _distributed() -> tuple[int, int]:
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
+def train_module(config: TrainConfig, trainable, **options) -> TrainModule:
+    """The model, its adapters and (with `[loss_weights] dense`) the training-only dense heads, as one module."""
+    return TrainModule(trainable.model, trainable.adapters, trainable.tokenizer, weights=config.loss_weights,
+                       dense_classes=WORLD_DENSE_CLASSES if config.data == "world" else None, **options)
+
+
 def _batches(config: TrainConfig, trainable, stage_index: int, rank: int, split: str = "train"):
     stage = config.stages[stage_index]
     if config.data == "world":
         return WorldBatches(trainable.image_size, trainable.mask_size, seed=config.seed * 1000 + stage_index * 97 + rank,
                             split=split, negative_rate=config.negative_rate_of(stage), level_weights=stage.levels,
                             max_gap=config.max_gap,  # validation: one instruction per frame, as in use
-                            instructions_per_frame=config.instructions_per_frame if split == "train" else 1)
+                            instructions_per_frame=config.instructions_per_frame if split == "train" else 1,
+                            dense_labels=config.loss_weights.dense > 0 and split == "train")
     from samstream.train.coco_batches import CocoBatches
 
     return CocoBatches(config.data, trainable.image_size, trainable.mask_size, images_root=config.images_root,
@@ -86,15 +95,14 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
         torch.set_num_threads(config.threads)
     out = Path(config.out)
     trainable = build_trainable(config, device)
-    module = TrainModule(trainable.model, trainable.adapters, trainable.tokenizer,
-                         weights=config.loss_weights, negative_queries=config.negative_queries_of(config.stages[0]),
-                         train_tracker=_stage_tracks(config, config.stages[0])).to(device).train()
+    module = train_module(config, trainable, negative_queries=config.negative_queries_of(config.stages[0]),
+                          train_tracker=_stage_tracks(config, config.stages[0])).to(device).train()
     params = trainable_parameters(module)
     frozen_by_stage = [frozen_parameters(params, stage.freeze, stage.name) for stage in config.stages]
     for p in held_in_every_stage(frozen_by_stage):
         p.requires_grad_(False)  # no stage trains it: backward skips it (a frozen backbone costs no backward pass)
     every = {id(p) for p in params.values()}
-    detecting = {id(p) for name, p in params.items() if not name.startswith(TRACKER_PREFIXES)}
+    detecting = {id(p) for name, p in params.items() if name.startswith(DETECTOR_PREFIXES)}
     holds_detector = []  # per stage: it holds the whole detector fixed, so it skips the detector's decoding
     for stage, frozen in zip(config.stages, frozen_by_stage):
         held = {id(p) for p in frozen}
@@ -213,7 +221,7 @@ def export_latest(config: TrainConfig, progress: bool = True) -> Path:
     if checkpoint is None:
         raise ConfigError(f"{out}: no checkpoints to export")
     trainable = build_trainable(config, torch.device("cpu"))
-    module = TrainModule(trainable.model, trainable.adapters, trainable.tokenizer)
+    module = train_module(config, trainable)
     load_checkpoint(checkpoint, module, None)
     return export(config, module, trainable, out / "model", progress=progress)
 

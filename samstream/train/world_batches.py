@@ -18,6 +18,7 @@ from samstream.data.instructions import Instruction, Split, TemplateGenerator
 from samstream.data.world import make_scene, object_mask, render
 from samstream.model.levels import LEVELS, Level
 from samstream.model.preprocess import IMAGE_MEAN, IMAGE_STD
+from samstream.train.dense import label_maps
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Batch:
     track_targets: torch.Tensor  # (P, m, m) float: its mask at t1 (all zero when gone)
     track_gaps: list[int]
     frames: list[int] | None = None  # per sample, its row of `pixels` (None: sample i is row i)
+    # per kind, (2P, 1 + classes, m, m) class shares of every pixel row (train/dense.py); None unless asked
+    dense_labels: dict[str, torch.Tensor] | None = None
 
 
 def pick_instruction(generator: TemplateGenerator, objects, rng: np.random.Generator, split: Split,
@@ -67,7 +70,8 @@ class WorldBatches:
 
     def __init__(self, image_size: int, mask_size: int, seed: int = 0, split: Split = "train",
                  negative_rate: float = 0.15, level_weights: dict[str, float] | None = None, max_gap: int = 6,
-                 frames: int = 48, min_objects: int = 1, max_objects: int = 6, instructions_per_frame: int = 1) -> None:
+                 frames: int = 48, min_objects: int = 1, max_objects: int = 6, instructions_per_frame: int = 1,
+                 dense_labels: bool = False) -> None:
         self.image_size, self.mask_size = image_size, mask_size
         self.rng = np.random.default_rng(seed)
         self.split = split
@@ -79,6 +83,7 @@ class WorldBatches:
         self.max_gap, self.frames = max_gap, frames
         self.min_objects, self.max_objects = min_objects, max_objects
         self.instructions_per_frame = instructions_per_frame
+        self.dense_labels = dense_labels  # also return per-pixel shape / colour / texture shares (train/dense.py)
         self.generator = world_generator()
         self.scene_seed = int(self.rng.integers(1 << 40))
 
@@ -87,7 +92,7 @@ class WorldBatches:
         self.scene_seed += steps * 1_000
 
     def sample(self, pairs: int) -> Batch:
-        frames, texts, levels, targets, prompts, track_targets, gaps = [], [], [], [], [], [], []
+        frames, texts, levels, targets, prompts, track_targets, gaps, dense = [], [], [], [], [], [], [], []
         for _ in range(pairs):
             self.scene_seed += 1
             scene = make_scene(self.scene_seed, self.frames, self.min_objects, self.max_objects)
@@ -96,6 +101,8 @@ class WorldBatches:
             rendered = [self._frame(scene, t) for t in (t0, t0 + gap)]
             for rgb, visible, objects, hidden in rendered:
                 frames.append(rgb)
+                if self.dense_labels:
+                    dense.append(label_maps(objects, visible, self.mask_size))
                 chosen = self._instructions(objects)
                 texts.append([inst.text for inst in chosen])
                 levels.append([inst.level for inst in chosen])
@@ -111,10 +118,13 @@ class WorldBatches:
         pixels = torch.from_numpy(np.stack([frames[i] for i in order])).permute(0, 3, 1, 2).float()
         pixels = (pixels / 255.0 - IMAGE_MEAN) / IMAGE_STD
         rows = [row for row, i in enumerate(order) for _ in texts[i]]  # every frame's instructions, in pixel order
+        labels = None
+        if self.dense_labels:
+            labels = {kind: torch.from_numpy(np.stack([dense[i][kind] for i in order])) for kind in dense[0]}
         return Batch(pixels, [t for i in order for t in texts[i]], [v for i in order for v in levels[i]],
                      [t for i in order for t in targets[i]], torch.from_numpy(np.stack(prompts))[:, None],
                      torch.from_numpy(np.stack(track_targets)), gaps,
-                     rows if self.instructions_per_frame > 1 else None)
+                     rows if self.instructions_per_frame > 1 else None, labels)
 
     def _frame(self, scene, t: int):
         rgb, visible = render(scene, t, self.image_size, self.image_size)

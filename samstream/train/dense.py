@@ -1,0 +1,64 @@
+"""A training-only auxiliary loss: per-patch classification of what is drawn where (the world's shape, colour and
+texture of the object under each patch, or background), on the vision features the fusion encoder reads.
+
+Why: trained on detection losses alone, the small model's backbone learns colour but not shape (a linear probe
+on its 16x16 features finds the shape under a patch at chance, 0.31 vs 0.28, and the colour at 0.90:
+docs/model-card.md, "Session 14"), so every instruction that names a shape ("stars", "what has five points")
+comes back as all the objects of that colour or all of them. Naming the shape under each patch is a direct,
+dense signal for what the instruction needs. The heads are 1x1 convolutions that the export leaves out: the
+shipped model is SAM3's architecture, unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from samstream.data.instructions import ObjectView
+from samstream.data.world import COLOURS, SHAPES, TEXTURES
+
+# what each head names for the procedural world; channel 0 of every head is the background
+WORLD_DENSE_CLASSES: dict[str, tuple[str, ...]] = {"category": SHAPES, "colour": tuple(COLOURS), "texture": TEXTURES}
+
+
+def _value(view: ObjectView, kind: str) -> str:
+    return view.category if kind == "category" else view.attributes[kind]
+
+
+def label_maps(objects: Sequence[ObjectView], visible: Mapping[int, np.ndarray], size: int,
+               classes: Mapping[str, Sequence[str]] = WORLD_DENSE_CLASSES) -> dict[str, np.ndarray]:
+    """Per kind, a (1 + classes, size, size) map of each class's share of every cell (channel 0: background):
+    the objects' visible masks, area-resized to `size`."""
+    shares = {id(view): cv2.resize(visible[view.ann_id].astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+              for view in objects}
+    maps = {}
+    for kind, names in classes.items():
+        out = np.zeros((1 + len(names), size, size), np.float32)
+        for view in objects:
+            out[1 + names.index(_value(view, kind))] += shares[id(view)]
+        out[0] = np.clip(1.0 - out[1:].sum(0), 0.0, 1.0)
+        maps[kind] = out
+    return maps
+
+
+class DenseHeads(nn.Module):
+    """One 1x1 convolution per kind, from the vision features to its classes (+ background)."""
+
+    def __init__(self, width: int, classes: Mapping[str, Sequence[str]] = WORLD_DENSE_CLASSES) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict({kind: nn.Conv2d(width, 1 + len(names), 1) for kind, names in classes.items()})
+
+    def loss(self, features: torch.Tensor, labels: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Mean soft-label cross-entropy over the kinds: `features` (F, C, g, g); `labels[kind]` (F, 1 + n, m, m)
+        class shares at any resolution (pooled to the features' grid)."""
+        total = features.new_zeros(())
+        for kind, head in self.heads.items():
+            target = F.adaptive_avg_pool2d(labels[kind].to(features.device, features.dtype), features.shape[-2:])
+            log_p = F.log_softmax(head(features), dim=1)
+            total = total - (target * log_p).sum(1).mean()
+        return total / len(self.heads)
