@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from samstream.data.instructions import (COCO_FUNCTIONS, WORLD_FUNCTIONS, InstructionGenerator, ObjectView, Split,
                                          TemplateGenerator)
-from samstream.data.world import COLOURS, SHAPES, TEXTURES, Scene
+from samstream.data.world import COLOURS, SHAPES, TEXTURES, WHOLE_FRAME, Scene, View, size_class
 
 MIN_VISIBLE_FRACTION = 0.3  # an object less visible than this (occluded, or mostly outside) is no target
 MIN_VISIBLE_PIXELS = 12
@@ -27,9 +27,10 @@ def world_generator(static: bool = False) -> TemplateGenerator:
                              attributes={"colour": list(COLOURS), "texture": list(TEXTURES)}, static=static)
 
 
-def objects_in_frame(scene: Scene, visible: dict[int, np.ndarray], silhouettes: dict[int, np.ndarray] | None = None
-                     ) -> list[ObjectView]:
-    """The scene's objects that are visible enough in one rendered frame (ann_id = the object's id)."""
+def objects_in_frame(scene: Scene, visible: dict[int, np.ndarray], silhouettes: dict[int, np.ndarray] | None = None,
+                     view: View = WHOLE_FRAME) -> list[ObjectView]:
+    """The scene's objects that are visible enough in one rendered frame (ann_id = the object's id). In a zoomed
+    `view` an object's size word is what it looks like there (a small star filling the view is a large one)."""
     out = []
     for obj in scene.objects:
         mask = visible[obj.id]
@@ -39,7 +40,8 @@ def objects_in_frame(scene: Scene, visible: dict[int, np.ndarray], silhouettes: 
             continue
         ys, xs = np.nonzero(mask)
         bbox = (float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1))
-        out.append(ObjectView(obj.id, obj.shape, {"colour": obj.colour, "texture": obj.texture, "size": obj.size},
+        size = obj.size if view.zoom == 1.0 else size_class(obj.radius * view.zoom)
+        out.append(ObjectView(obj.id, obj.shape, {"colour": obj.colour, "texture": obj.texture, "size": size},
                               bbox, float(area), extent=obj.radius))
     return out
 

@@ -4,7 +4,8 @@ occluding one another. Seeded and deterministic at any resolution and length.
 
 Everything is described in a resolution-free `Scene` (positions and sizes as fractions of the frame), so one
 scene renders the same at 112 px for training and 1280x720 for a demo. `render(scene, t, width, height)`
-gives the RGB frame and the visible (occlusion-cut) mask of every object.
+gives the RGB frame and the visible (occlusion-cut) mask of every object; with a `View` it shows a zoomed-in part
+of the scene instead (training's object-centred views: train/world_batches.py).
 """
 
 from __future__ import annotations
@@ -60,6 +61,29 @@ class Background:
     colour_a: tuple[int, int, int]
     colour_b: tuple[int, int, int]
     seed: int
+
+
+@dataclass(frozen=True)
+class View:
+    """A zoomed-in window on a scene: centred on (cx, cy) (frame fractions), `zoom` times magnified. Objects and
+    their masks are magnified; the background, and the period of stripes and dots, are drawn as in the whole frame
+    (pixel-scale detail)."""
+
+    cx: float = 0.5
+    cy: float = 0.5
+    zoom: float = 1.0
+
+    def to_frame(self, x: float, y: float) -> tuple[float, float]:
+        """A scene position (fractions) -> its position in the view (fractions)."""
+        return (x - self.cx) * self.zoom + 0.5, (y - self.cy) * self.zoom + 0.5
+
+
+WHOLE_FRAME = View()
+
+
+def size_class(radius: float) -> str:
+    """The `SIZES` name an object of this apparent radius (fraction of the short side) looks like."""
+    return next((name for name, (_, hi) in SIZES.items() if radius <= hi), "large")
 
 
 @dataclass(frozen=True)
@@ -125,14 +149,15 @@ def random_object(rng: np.random.Generator, obj_id: int, frames: int, **fixed) -
 
 
 # -- rendering ---------------------------------------------------------------------------------------------
-def render(scene: Scene, t: int, width: int, height: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def render(scene: Scene, t: int, width: int, height: int, view: View = WHOLE_FRAME
+           ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """(RGB frame (H, W, 3) uint8, {object id: visible mask (H, W) bool}) at frame t. Objects wholly hidden or
-    outside the frame have an all-false mask."""
+    outside the frame (or the view) have an all-false mask."""
     frame = render_background(scene.background, width, height)
     visible: dict[int, np.ndarray] = {}
     taken = np.zeros((height, width), bool)
     order = sorted(scene.objects, key=lambda o: (-o.z, -o.id))  # front to back
-    silhouettes = {obj.id: object_mask(obj, t, width, height) for obj in order}
+    silhouettes = {obj.id: object_mask(obj, t, width, height, view) for obj in order}
     for obj in order:
         visible[obj.id] = silhouettes[obj.id] & ~taken
         taken |= silhouettes[obj.id]
@@ -161,11 +186,11 @@ def render_background(bg: Background, width: int, height: int) -> np.ndarray:
     return img.clip(0, 255).astype(np.uint8)
 
 
-def object_mask(obj: WorldObject, t: int, width: int, height: int) -> np.ndarray:
+def object_mask(obj: WorldObject, t: int, width: int, height: int, view: View = WHOLE_FRAME) -> np.ndarray:
     """The object's full silhouette (before occlusion) at frame t."""
-    x, y = obj.position(t)
+    x, y = view.to_frame(*obj.position(t))
     cx, cy = x * width, y * height
-    r = obj.radius * min(width, height)
+    r = obj.radius * view.zoom * min(width, height)
     mask = np.zeros((height, width), np.uint8)
     angle = np.deg2rad(obj.angle0 + obj.spin * t)
     if obj.shape == "circle":

@@ -32,6 +32,7 @@ class Stage(BaseModel):
     # with fewer negatives and a lower learning rate
     negative_rate: float | None = Field(None, ge=0, lt=1)
     negative_queries: bool | None = None
+    zoom_rate: float | None = Field(None, ge=0, le=1)
     lr_scale: float = Field(1.0, gt=0)  # this stage's learning rate (warmup, decay and all) x this
 
     @field_validator("levels")
@@ -64,6 +65,11 @@ class TrainConfig(BaseModel):
     max_gap: int = Field(6, ge=1)  # tracker pairs are 1..max_gap frames apart
     loss_weights: LossWeights = Field(default_factory=LossWeights)
     negative_queries: bool = False  # negatives also teach query scores 0 (SAM3: presence only)
+    # world data: the share of training pairs shown as a zoomed-in view centred on one object, whose radius then
+    # fills `zoom_fill` (a range) of the view's short side: objects many patches wide, where a small ViT learns
+    # shapes (docs/model-card.md, "Session 15"); 0 = whole frames only, as in use
+    zoom_rate: float = Field(0.0, ge=0, le=1)
+    zoom_fill: tuple[Annotated[float, Field(gt=0, le=0.5)], Annotated[float, Field(gt=0, le=0.5)]] = (0.25, 0.45)
     # optimisation
     stages: list[Stage] = Field(default_factory=lambda: [Stage(steps=1000)])
     batch_pairs: int = Field(8, gt=0)  # frame pairs per step (two frames each: 2x images)
@@ -99,6 +105,15 @@ class TrainConfig(BaseModel):
                              "data = \"world\"")
         return self
 
+    @model_validator(mode="after")
+    def _zoom_needs_world(self) -> TrainConfig:
+        zooms = self.zoom_rate > 0 or any(stage.zoom_rate for stage in self.stages)
+        if zooms and self.data != "world":
+            raise ValueError("zoom_rate renders zoomed-in views of the procedural world: it needs data = \"world\"")
+        if self.zoom_fill[0] > self.zoom_fill[1]:
+            raise ValueError(f"zoom_fill must be a (low, high) range (got {list(self.zoom_fill)})")
+        return self
+
     @property
     def total_steps(self) -> int:
         return sum(stage.steps for stage in self.stages)
@@ -108,6 +123,9 @@ class TrainConfig(BaseModel):
 
     def negative_queries_of(self, stage: Stage) -> bool:
         return self.negative_queries if stage.negative_queries is None else stage.negative_queries
+
+    def zoom_rate_of(self, stage: Stage) -> float:
+        return self.zoom_rate if stage.zoom_rate is None else stage.zoom_rate
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:

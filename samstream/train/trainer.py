@@ -76,7 +76,10 @@ def _batches(config: TrainConfig, trainable, stage_index: int, rank: int, split:
                             split=split, negative_rate=config.negative_rate_of(stage), level_weights=stage.levels,
                             max_gap=config.max_gap,  # validation: one instruction per frame, as in use
                             instructions_per_frame=config.instructions_per_frame if split == "train" else 1,
-                            dense_labels=config.loss_weights.dense > 0 and split == "train")
+                            dense_labels=config.loss_weights.dense > 0 and split == "train",
+                            # validation and calibration see whole frames, as in use
+                            zoom_rate=config.zoom_rate_of(stage) if split == "train" else 0.0,
+                            zoom_fill=config.zoom_fill)
     from samstream.train.coco_batches import CocoBatches
 
     return CocoBatches(config.data, trainable.image_size, trainable.mask_size, images_root=config.images_root,

@@ -15,7 +15,7 @@ import torch
 
 from samstream.data.engine import hidden_objects, objects_in_frame, world_generator
 from samstream.data.instructions import Instruction, Split, TemplateGenerator
-from samstream.data.world import make_scene, object_mask, render
+from samstream.data.world import WHOLE_FRAME, View, make_scene, object_mask, render
 from samstream.model.levels import LEVELS, Level
 from samstream.model.preprocess import IMAGE_MEAN, IMAGE_STD
 from samstream.train.dense import label_maps
@@ -71,7 +71,8 @@ class WorldBatches:
     def __init__(self, image_size: int, mask_size: int, seed: int = 0, split: Split = "train",
                  negative_rate: float = 0.15, level_weights: dict[str, float] | None = None, max_gap: int = 6,
                  frames: int = 48, min_objects: int = 1, max_objects: int = 6, instructions_per_frame: int = 1,
-                 dense_labels: bool = False) -> None:
+                 dense_labels: bool = False, zoom_rate: float = 0.0, zoom_fill: tuple[float, float] = (0.25, 0.45)
+                 ) -> None:
         self.image_size, self.mask_size = image_size, mask_size
         self.rng = np.random.default_rng(seed)
         self.split = split
@@ -84,6 +85,9 @@ class WorldBatches:
         self.min_objects, self.max_objects = min_objects, max_objects
         self.instructions_per_frame = instructions_per_frame
         self.dense_labels = dense_labels  # also return per-pixel shape / colour / texture shares (train/dense.py)
+        # the share of pairs shown as an object-centred, zoomed-in view (both frames): that object's radius fills
+        # `zoom_fill` of the view's short side
+        self.zoom_rate, self.zoom_fill = zoom_rate, zoom_fill
         self.generator = world_generator()
         self.scene_seed = int(self.rng.integers(1 << 40))
 
@@ -98,7 +102,8 @@ class WorldBatches:
             scene = make_scene(self.scene_seed, self.frames, self.min_objects, self.max_objects)
             gap = int(self.rng.integers(1, self.max_gap + 1))
             t0 = int(self.rng.integers(0, self.frames - gap))
-            rendered = [self._frame(scene, t) for t in (t0, t0 + gap)]
+            view = self._view(scene, t0)
+            rendered = [self._frame(scene, t, view) for t in (t0, t0 + gap)]
             for rgb, visible, objects, hidden in rendered:
                 frames.append(rgb)
                 if self.dense_labels:
@@ -126,10 +131,25 @@ class WorldBatches:
                      torch.from_numpy(np.stack(track_targets)), gaps,
                      rows if self.instructions_per_frame > 1 else None, labels)
 
-    def _frame(self, scene, t: int):
-        rgb, visible = render(scene, t, self.image_size, self.image_size)
-        silhouettes = {o.id: object_mask(o, t, self.image_size, self.image_size) for o in scene.objects}
-        objects = objects_in_frame(scene, visible, silhouettes)
+    def _view(self, scene, t: int) -> View:
+        """The whole frame, or (at `zoom_rate`) a view centred near one object in the frame at t, magnified so its
+        radius fills `zoom_fill` of the view. Why: the small ViT learns shapes from objects many patches wide, not
+        from the 2-6 patches most objects span in a whole frame (docs/model-card.md, "Session 15")."""
+        if self.zoom_rate <= 0 or self.rng.random() >= self.zoom_rate:
+            return WHOLE_FRAME
+        inside = [o for o in scene.objects if all(0.0 <= v <= 1.0 for v in o.position(t))]
+        if not inside:
+            return WHOLE_FRAME
+        obj = inside[int(self.rng.integers(len(inside)))]
+        zoom = max(1.0, float(self.rng.uniform(*self.zoom_fill)) / obj.radius)
+        x, y = obj.position(t)
+        jitter = self.rng.uniform(-0.5, 0.5, size=2) * obj.radius  # not always dead centre
+        return View(x + float(jitter[0]), y + float(jitter[1]), zoom)
+
+    def _frame(self, scene, t: int, view: View = WHOLE_FRAME):
+        rgb, visible = render(scene, t, self.image_size, self.image_size, view)
+        silhouettes = {o.id: object_mask(o, t, self.image_size, self.image_size, view) for o in scene.objects}
+        objects = objects_in_frame(scene, visible, silhouettes, view)
         return rgb, visible, objects, hidden_objects(scene, visible, objects)
 
     def _instruction(self, objects) -> Instruction:
