@@ -1,6 +1,8 @@
 """Object-centred, zoomed-in training views of the world (`zoom_rate`): what the batches show, which stages and
 splits get them, and the config errors."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from samstream.train.trainer import _batches
 from samstream.train.world_batches import WorldBatches
 
 
-def test_zoomed_pairs_show_one_object_large_and_validation_sees_whole_frames(tmp_path):
+def test_zoomed_pairs_show_one_object_large_and_validation_sees_whole_frames():
     whole = WorldBatches(64, 32, seed=4).sample(6)
     zoomed = WorldBatches(64, 32, seed=4, zoom_rate=1.0, zoom_fill=(0.35, 0.45)).sample(6)
 
@@ -25,7 +27,7 @@ def test_zoomed_pairs_show_one_object_large_and_validation_sees_whole_frames(tmp
 
     assert largest_share(zoomed) > 2 * largest_share(whole)
     run = TrainConfig(model="tiny", zoom_rate=0.0, stages=[Stage(steps=1, zoom_rate=1.0)])
-    trainable = type("T", (), {"image_size": 64, "mask_size": 32})()
+    trainable = SimpleNamespace(image_size=64, mask_size=32)
     assert _batches(run, trainable, 0, 0).zoom_rate == 1.0  # the stage's rate
     assert _batches(run, trainable, 0, 0, "heldout").zoom_rate == 0.0
 
