@@ -15,6 +15,7 @@ from samstream.model.adapter_io import ADAPTERS_FILE, load_adapters, save_adapte
 from samstream.model.sam3 import Sam3Segmenter
 from samstream.model.sam3i import Sam3IAdapters
 from samstream.model.segmenter import ModelInfo
+from samstream.model.zoom import ZoomRescore
 from samstream.model.tiny import TINY_IMAGE_SIZE, UNTRAINED_BIRTH_THRESHOLD, UNTRAINED_SCORE_THRESHOLD, build_tiny_model
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
         network, tokenizer = build_tiny_model(image_size=image_size)
         name, trained = BUILTIN_TINY, False
         threshold, birth = UNTRAINED_SCORE_THRESHOLD, UNTRAINED_BIRTH_THRESHOLD
-        box_crop = None
+        box_crop = zoom = None
     else:
         name = model
         if model == BUILTIN_SMALL:
@@ -87,6 +88,7 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
             birth = float(meta.get("birth_threshold", birth))
             trained = bool(meta.get("trained", True))
         box_crop = _box_crop_margin(meta, Path(model).expanduser() / MODEL_META_FILE)
+        zoom = _zoom_rescore(meta, Path(model).expanduser() / MODEL_META_FILE)
         bundled = Path(model).expanduser() / ADAPTERS_FILE
         if adapters is None and bundled.is_file():
             adapters = str(bundled)
@@ -98,7 +100,8 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
         parameters += sum(p.numel() for p in loaded.parameters())
     info = ModelInfo(name=name, parameters=parameters, trained=trained, score_threshold=threshold,
                      birth_threshold=birth, image_size=image_size, device=str(torch_device),
-                     adapters=adapters or "identity (SAM3 behaviour at every level)", box_crop_margin=box_crop)
+                     adapters=adapters or "identity (SAM3 behaviour at every level)", box_crop_margin=box_crop,
+                     zoom_rescore=zoom)
     segmenter = Sam3Segmenter(network, tokenizer, info, adapters=loaded, autocast_dtype=autocast)
     if compile:
         if torch_device.type != "cuda":
@@ -138,6 +141,19 @@ def _box_crop_margin(meta: dict, file: Path) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 0.5:
         raise ModelLoadError(f"{file}: box_crop_margin must be null or a number in [0, 0.5], not {value!r}")
     return float(value)
+
+
+def _zoom_rescore(meta: dict, file: Path) -> ZoomRescore | None:
+    """`zoom_rescore` of a model's samstream.json: null (off) or an object of `ZoomRescore` fields."""
+    value = meta.get("zoom_rescore")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{file}: zoom_rescore must be null or an object, not {value!r}")
+    try:
+        return ZoomRescore(**value)
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{file}: zoom_rescore: {e}") from None
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -15,12 +15,13 @@ from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
 from samstream.masks import fill_holes, mask_nms
 from samstream.model.levels import Level
-from samstream.model.preprocess import to_pixel_values
+from samstream.model.preprocess import IMAGE_MEAN, IMAGE_STD, to_pixel_values
 from samstream.model.sam3_memory import Sam3TrackerMemory, propagate_streams
 from samstream.model.sam3i import Sam3I, Sam3IAdapters
 from samstream.model.upsample import upsample_masks
 from samstream.model.segmenter import Detections, FrameFeatures, ModelInfo
 from samstream.model.tokenizer import CONTEXT_LENGTH
+from samstream.model.zoom import ZoomView, combine, cut_views, logits_to_frame, mask_to_view, view_around
 
 DEFAULT_NMS_IOU = 0.1  # SAM3's detection NMS
 CANDIDATE_FLOOR = 0.05  # queries below this never reach NMS (saves upsampling 200 masks)
@@ -34,6 +35,7 @@ class _Sam3Features:
     vision: Sam3VisionEncoderOutput  # detector input
     tracker_feats: list[torch.Tensor]  # tracker input (its own neck over the same backbone output)
     tracker_pos: list[torch.Tensor]
+    rgb: np.ndarray | None = None  # the frame itself, kept only when zoomed re-scoring needs it
 
 
 class Sam3Segmenter:
@@ -72,7 +74,8 @@ class Sam3Segmenter:
         pixels = to_pixel_values(rgb, self.image_size, self.device, self.dtype)
         vision = self.model.detector_model.get_vision_features(pixel_values=pixels)
         feats, pos = self.model.get_vision_features_for_tracker(vision_embeds=vision)
-        return FrameFeatures(height=rgb.shape[0], width=rgb.shape[1], data=_Sam3Features(vision, feats, pos))
+        kept = rgb if self.info.zoom_rescore is not None else None
+        return FrameFeatures(height=rgb.shape[0], width=rgb.shape[1], data=_Sam3Features(vision, feats, pos, kept))
 
     def _text(self, keys: list[tuple[str, Level]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Text embeddings for (instruction, level) pairs. Each pair runs the text encoder once (all missing
@@ -118,7 +121,67 @@ class Sam3Segmenter:
         with self.sam3i.routing(levels):
             out = self.model.detector_model(vision_embeds=vision, text_embeds=text, attention_mask=mask)
         scores = out.pred_logits.sigmoid() * out.presence_logits.sigmoid()  # (n, Q): p(match | present) * p(present)
-        return [self._postprocess(out.pred_masks[i], out.pred_boxes[i], scores[i], features) for i in range(n)]
+        found = [self._postprocess(out.pred_masks[i], out.pred_boxes[i], scores[i], features) for i in range(n)]
+        if self.info.zoom_rescore is not None and data.rgb is not None:
+            found = self._rescore_zoomed(data.rgb, instructions, levels, found)
+        return found
+
+    def _rescore_zoomed(self, rgb: np.ndarray, instructions: list[str], levels: list[Level],
+                        found: list[Detections]) -> list[Detections]:
+        """Look again at each candidate on a view centred on it and magnified (`samstream.model.zoom`): the
+        detector, with the same instruction, scores the view's query that best matches the candidate; the final
+        score combines both. Views shared by several instructions' candidates are encoded once."""
+        zoom = self.info.zoom_rescore
+        jobs: list[tuple[int, int, int]] = []  # (instruction, candidate, view index)
+        views: dict[tuple[int, int, int], int] = {}
+        view_list: list[ZoomView] = []
+        for i, det in enumerate(found):
+            for j in range(min(len(det), zoom.max_candidates)):
+                view = view_around(det.masks[j], zoom.fill)
+                if view is None:
+                    continue
+                key = (round(view.cx), round(view.cy), round(view.side))
+                if key not in views:
+                    views[key] = len(view_list)
+                    view_list.append(view)
+                jobs.append((i, j, views[key]))
+        if not jobs:
+            return found
+        crops = torch.from_numpy(cut_views(rgb, view_list, self.image_size)).to(self.device)
+        pixels = (crops.permute(0, 3, 1, 2).to(self.dtype) / 255.0 - IMAGE_MEAN) / IMAGE_STD
+        vision = self.model.detector_model.get_vision_features(pixel_values=pixels)
+        rows = torch.tensor([v for _, _, v in jobs], device=self.device)
+        vision = Sam3VisionEncoderOutput(
+            last_hidden_state=vision.last_hidden_state[rows],
+            fpn_hidden_states=tuple(h[rows] for h in vision.fpn_hidden_states),
+            fpn_position_encoding=tuple(p[rows] for p in vision.fpn_position_encoding),
+        )
+        job_levels = [levels[i] for i, _, _ in jobs]
+        embeds, mask = self._text([(instructions[i], levels[i]) for i, _, _ in jobs])
+        with self.sam3i.routing(job_levels):
+            out = self.model.detector_model(vision_embeds=vision, text_embeds=_PooledText(embeds), attention_mask=mask)
+        scores = (out.pred_logits.sigmoid() * out.presence_logits.sigmoid()).float().cpu().numpy()  # (k, Q)
+        logits = out.pred_masks.float().cpu().numpy()  # (k, Q, m, m)
+        size = logits.shape[-1]
+        zoomed = [np.zeros(zoom.max_candidates, np.float32) for _ in found]
+        masks = [det.masks.copy() if zoom.refine else det.masks for det in found]
+        for k, (i, j, v) in enumerate(jobs):
+            candidate = mask_to_view(found[i].masks[j], view_list[v], size)
+            shown = logits[k] > 0  # (Q, m, m)
+            inter = (shown & candidate).reshape(len(shown), -1).sum(1)
+            union = (shown | candidate).reshape(len(shown), -1).sum(1)
+            match = scores[k] * np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+            best = int(match.argmax())
+            zoomed[i][j] = match[best]
+            if zoom.refine and union[best] and inter[best] / union[best] >= 0.5:
+                masks[i][j] = logits_to_frame(logits[k, best], view_list[v], rgb.shape[0], rgb.shape[1])
+        rescored = []
+        for i, det in enumerate(found):
+            k = min(len(det), zoom.max_candidates)
+            final = combine(det.scores[:k], zoomed[i][:k], zoom.weight)
+            order = np.argsort(-final, kind="stable")
+            rescored.append(Detections(masks=masks[i][:k][order], scores=final[order]))
+        return rescored
 
     def _postprocess(self, mask_logits: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor,
                      features: FrameFeatures) -> Detections:

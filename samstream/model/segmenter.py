@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from samstream.model.levels import Level
+from samstream.model.zoom import ZoomRescore
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class ModelInfo:
     # each mask cut to its query's box grown by this share of the image (None: off, SAM3's behaviour). For small
     # models whose queries return one shared mask: the boxes still tell instances apart (docs/model-card.md)
     box_crop_margin: float | None = None
+    # look again at each candidate on a magnified view of it (samstream.model.zoom); None: off (SAM3's behaviour)
+    zoom_rescore: ZoomRescore | None = None
 
 
 @dataclass(frozen=True)
