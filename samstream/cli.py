@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="write the JSON report here (and a markdown table beside it, .md)")
     evaluate.add_argument("--max-items", type=_positive_int, help="only the first N images and N videos")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.add_argument("--grounding", action="store_true",
+                          help="also check which words the model grounds: shape and colour accuracy per object (images)")
     _add_model_options(evaluate)
 
     instructions = sub.add_parser("instructions",
@@ -243,8 +245,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not data.is_dir():
         raise ConfigError(f"--data {data}: no such folder")
-    report = evaluate(_load(args), data, keyframe_every=args.keyframe_every, max_items=args.max_items,
+    segmenter = _load(args)
+    if args.grounding and not (data / "images.json").is_file():
+        raise ConfigError(f"--grounding needs an image set: {data} has no images.json")
+    report = evaluate(segmenter, data, keyframe_every=args.keyframe_every, max_items=args.max_items,
                       progress=not args.quiet)
+    if args.grounding:
+        from samstream.eval.grounding import word_grounding
+
+        report["grounding"] = word_grounding(segmenter, data, args.max_items, progress=not args.quiet)
     table = markdown(report)
     if args.out:
         out = Path(args.out)

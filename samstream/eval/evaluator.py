@@ -189,6 +189,11 @@ def markdown(report: dict) -> str:
         lines += _table("videos", report["videos"]["levels"], VIDEO_COLUMNS)
         if report["videos"].get("sizes"):
             lines += [""] + _size_table("videos", report["videos"]["sizes"], VIDEO_COLUMNS)
+    if "grounding" in report:
+        g = report["grounding"]
+        lines += ["", f"Word grounding ({g['objects']} objects): the value named best, per attribute", "",
+                  "| attribute | whole frame | zoomed | chance |", "|---|---|---|---|"]
+        lines += [f"| {a} | {_f(g[a]['whole'])} | {_f(g[a]['zoomed'])} | {_f(g[a]['chance'])} |" for a in ("shape", "colour")]
     return "\n".join(lines) + "\n"
 
 
