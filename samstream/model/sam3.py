@@ -21,7 +21,8 @@ from samstream.model.sam3i import Sam3I, Sam3IAdapters
 from samstream.model.upsample import upsample_masks
 from samstream.model.segmenter import Detections, FrameFeatures, ModelInfo
 from samstream.model.tokenizer import CONTEXT_LENGTH
-from samstream.model.zoom import ZoomView, combine, cut_views, logits_to_frame, mask_to_view, view_around
+from samstream.model.zoom import (REFINE_MIN_IOU, ZoomView, best_matching_query, combine, cut_views, logits_to_frame,
+                                  mask_to_view, view_around)
 
 DEFAULT_NMS_IOU = 0.1  # SAM3's detection NMS
 CANDIDATE_FLOOR = 0.05  # queries below this never reach NMS (saves upsampling 200 masks)
@@ -167,13 +168,8 @@ class Sam3Segmenter:
         masks = [det.masks.copy() if zoom.refine else det.masks for det in found]
         for k, (i, j, v) in enumerate(jobs):
             candidate = mask_to_view(found[i].masks[j], view_list[v], size)
-            shown = logits[k] > 0  # (Q, m, m)
-            inter = (shown & candidate).reshape(len(shown), -1).sum(1)
-            union = (shown | candidate).reshape(len(shown), -1).sum(1)
-            match = scores[k] * np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-            best = int(match.argmax())
-            zoomed[i][j] = match[best]
-            if zoom.refine and union[best] and inter[best] / union[best] >= 0.5:
+            best, zoomed[i][j], overlap = best_matching_query(scores[k], logits[k] > 0, candidate)
+            if zoom.refine and overlap >= REFINE_MIN_IOU:
                 masks[i][j] = logits_to_frame(logits[k, best], view_list[v], rgb.shape[0], rgb.shape[1])
         rescored = []
         for i, det in enumerate(found):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+REFINE_MIN_IOU = 0.5  # a zoomed mask replaces its candidate's only when they overlap at least this much
 RADIUS_PERCENTILE = 98.0  # the candidate's radius: this percentile of its pixels' distances from its centroid
 
 
@@ -101,3 +102,14 @@ class ZoomRescore:
 def combine(whole: np.ndarray, zoomed: np.ndarray, weight: float) -> np.ndarray:
     """The weighted geometric mean of the two scores."""
     return (np.power(np.clip(whole, 0, 1), 1.0 - weight) * np.power(np.clip(zoomed, 0, 1), weight)).astype(np.float32)
+
+
+def best_matching_query(scores: np.ndarray, masks: np.ndarray, candidate: np.ndarray) -> tuple[int, float, float]:
+    """Of a zoomed view's queries ((Q,) scores, (Q, m, m) bool masks), the one whose score x mask IoU with the
+    candidate (m, m) is highest: (its index, that product, its IoU)."""
+    inter = (masks & candidate).reshape(len(masks), -1).sum(1)
+    union = (masks | candidate).reshape(len(masks), -1).sum(1)
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    match = scores * iou
+    best = int(match.argmax())
+    return best, float(match[best]), float(iou[best])

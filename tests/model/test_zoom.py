@@ -11,7 +11,8 @@ from samstream.errors import ModelLoadError
 from samstream.masks import mask_iou
 from samstream.model.loader import BUILTIN_TINY, load_segmenter, save_segmenter_model
 from samstream.model.tiny import build_tiny_model
-from samstream.model.zoom import ZoomRescore, ZoomView, combine, cut_views, logits_to_frame, mask_to_view, view_around
+from samstream.model.zoom import (ZoomRescore, ZoomView, best_matching_query, combine, cut_views, logits_to_frame,
+                                  mask_to_view, view_around)
 
 
 def _disc(height: int, width: int, cx: float, cy: float, r: float) -> np.ndarray:
@@ -70,6 +71,19 @@ def test_zoom_settings_are_checked_and_scores_combine_geometrically():
     whole, zoomed = np.array([0.64, 0.5, 0.0]), np.array([0.25, 0.5, 1.0])
     assert np.allclose(combine(whole, zoomed, 0.5), [0.4, 0.5, 0.0])
     assert np.allclose(combine(whole, zoomed, 0.0), whole) and np.allclose(combine(whole, zoomed, 1.0), zoomed)
+
+
+def test_best_matching_query_weighs_score_by_overlap():
+    candidate = np.zeros((8, 8), bool)
+    candidate[2:6, 2:6] = True
+    masks = np.zeros((3, 8, 8), bool)
+    masks[0] = candidate  # exact, low score
+    masks[1, 2:6, 2:4] = True  # half of it, high score
+    masks[2, 6:, 6:] = True  # elsewhere, highest score
+    best, value, overlap = best_matching_query(np.array([0.5, 0.9, 1.0]), masks, candidate)
+    assert (best, overlap) == (0, 1.0) and value == pytest.approx(0.5)
+    best, value, overlap = best_matching_query(np.array([0.3, 0.9, 1.0]), masks, candidate)
+    assert (best, overlap) == (1, 0.5) and value == pytest.approx(0.45)
 
 
 def _frame() -> np.ndarray:
