@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from samstream.data.formats import decode_rle, load_dataset
 from samstream.masks import mask_iou
-from samstream.model.segmenter import Segmenter
+from samstream.model.segmenter import FrameFeatures, Segmenter
 from samstream.model.zoom import cut_views, mask_to_view, view_around
 
 ZOOM_FILL = 0.35  # the object's radius as a share of the zoomed view's side
@@ -30,9 +30,9 @@ def _prompts(attribute: str, values: list[str], shape: str) -> list[str]:
     return [f"the {value} {shape}" for value in values]
 
 
-def _answer(segmenter: Segmenter, rgb: np.ndarray, target: np.ndarray, prompts: list[str]) -> int:
+def _answer(segmenter: Segmenter, features: FrameFeatures, target: np.ndarray, prompts: list[str]) -> int:
     """Index of the prompt whose detections cover `target` best (score x IoU); -1 when none covers it at all."""
-    detections = segmenter.detect(segmenter.encode_frame(rgb), prompts, ["concept"] * len(prompts))
+    detections = segmenter.detect(features, prompts, ["concept"] * len(prompts))
     best = [float((d.scores * mask_iou(d.masks, target[None])[:, 0]).max()) if len(d) else 0.0 for d in detections]
     return int(np.argmax(best)) if max(best) > 0 else -1
 
@@ -54,6 +54,7 @@ def word_grounding(segmenter: Segmenter, data_dir: Path, max_images: int | None 
         if bgr is None:
             raise ValueError(f"{Path(data_dir) / image['file_name']}: cannot read image")
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        whole = segmenter.encode_frame(rgb)  # once per image, once per zoomed view: every prompt reuses them
         for ann in by_image[image["id"]]:
             mask = decode_rle(ann["segmentation"]).astype(bool)
             if mask.sum() < MIN_AREA:
@@ -61,14 +62,14 @@ def word_grounding(segmenter: Segmenter, data_dir: Path, max_images: int | None 
             objects += 1
             shape, colour = categories[ann["category_id"]], ann.get("attributes", {}).get("colour")
             view = view_around(mask, ZOOM_FILL)
-            zoomed_rgb = cut_views(rgb, [view], VIEW_SIZE)[0]
+            zoomed = segmenter.encode_frame(cut_views(rgb, [view], VIEW_SIZE)[0])
             zoomed_mask = mask_to_view(mask, view, VIEW_SIZE)
             for attribute, values, truth in (("shape", shapes, shape), ("colour", colours, colour)):
                 if truth is None or len(values) < 2:
                     continue
                 prompts = _prompts(attribute, values, shape)
-                right[attribute, "whole"] += _answer(segmenter, rgb, mask, prompts) == values.index(truth)
-                right[attribute, "zoomed"] += _answer(segmenter, zoomed_rgb, zoomed_mask, prompts) == values.index(truth)
+                right[attribute, "whole"] += _answer(segmenter, whole, mask, prompts) == values.index(truth)
+                right[attribute, "zoomed"] += _answer(segmenter, zoomed, zoomed_mask, prompts) == values.index(truth)
     accuracy = {attribute: {where: round(right[attribute, where] / objects, 4) if objects else None
                             for where in ("whole", "zoomed")} for attribute in ("shape", "colour")}
     accuracy["shape"]["chance"] = round(1 / len(shapes), 4) if shapes else None

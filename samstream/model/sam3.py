@@ -15,7 +15,7 @@ from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
 from samstream.masks import fill_holes, mask_nms
 from samstream.model.levels import Level
-from samstream.model.preprocess import IMAGE_MEAN, IMAGE_STD, to_pixel_values
+from samstream.model.preprocess import to_pixel_batch, to_pixel_values
 from samstream.model.sam3_memory import Sam3TrackerMemory, propagate_streams
 from samstream.model.sam3i import Sam3I, Sam3IAdapters
 from samstream.model.upsample import upsample_masks
@@ -148,15 +148,9 @@ class Sam3Segmenter:
                 jobs.append((i, j, views[key]))
         if not jobs:
             return found
-        crops = torch.from_numpy(cut_views(rgb, view_list, self.image_size)).to(self.device)
-        pixels = (crops.permute(0, 3, 1, 2).to(self.dtype) / 255.0 - IMAGE_MEAN) / IMAGE_STD
-        vision = self.model.detector_model.get_vision_features(pixel_values=pixels)
-        rows = torch.tensor([v for _, _, v in jobs], device=self.device)
-        vision = Sam3VisionEncoderOutput(
-            last_hidden_state=vision.last_hidden_state[rows],
-            fpn_hidden_states=tuple(h[rows] for h in vision.fpn_hidden_states),
-            fpn_position_encoding=tuple(p[rows] for p in vision.fpn_position_encoding),
-        )
+        pixels = to_pixel_batch(cut_views(rgb, view_list, self.image_size), self.device, self.dtype)
+        vision = select_frames(self.model.detector_model.get_vision_features(pixel_values=pixels),
+                               [v for _, _, v in jobs], len(view_list))
         job_levels = [levels[i] for i, _, _ in jobs]
         embeds, mask = self._text([(instructions[i], levels[i]) for i, _, _ in jobs])
         with self.sam3i.routing(job_levels):
@@ -217,6 +211,21 @@ class Sam3Segmenter:
                           ) -> list[dict[int, tuple[np.ndarray, float]]]:
         """Propagate several streams' objects together (one batched tracker forward per memory shape)."""
         return propagate_streams(requests)
+
+
+def select_frames(vision, rows: list[int], frames: int):
+    """The vision features of `rows` of a batch of `frames` encoded frames: a frame asked several instructions (in
+    training), or a zoomed view several candidates share, is encoded once."""
+    index = torch.as_tensor(rows, device=vision.fpn_hidden_states[0].device)
+
+    def pick(value):
+        if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == frames:
+            return value[index]
+        if isinstance(value, tuple):
+            return tuple(pick(v) for v in value)
+        return value
+
+    return type(vision)(**{key: pick(value) for key, value in vision.items()})
 
 
 def crop_to_boxes(logits: torch.Tensor, boxes: torch.Tensor, margin: float) -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase, Sam3VideoModel
 
+from samstream.model.sam3 import select_frames
 from samstream.model.sam3_memory import _Entry, _mask_as_output, _propagate_group, _Step, _encode_memory
 from samstream.model.sam3i import Sam3I, Sam3IAdapters
 from samstream.model.segmenter import FrameFeatures
@@ -111,20 +112,6 @@ class TrainModule(nn.Module):
             logits = nn.functional.interpolate(logits[:, None], size=targets.shape[-2:], mode="bilinear",
                                                align_corners=False)[:, 0]
         return tracker_loss(logits, out.object_score_logits.reshape(-1), targets, self.weights)
-
-
-def select_frames(vision, rows: list[int], frames: int):
-    """The vision features of `rows` of the batch (a frame asked several instructions is encoded once)."""
-    index = torch.as_tensor(rows, device=vision.fpn_hidden_states[0].device)
-
-    def pick(value):
-        if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == frames:
-            return value[index]
-        if isinstance(value, tuple):
-            return tuple(pick(v) for v in value)
-        return value
-
-    return type(vision)(**{key: pick(value) for key, value in vision.items()})
 
 
 def cross_scores(scoring: nn.Module, decoder_hidden_states: torch.Tensor, text_features: torch.Tensor,
