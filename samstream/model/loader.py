@@ -11,6 +11,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, Sam3VideoConfig, Sam3VideoModel
 
 from samstream.errors import ModelLoadError
+from samstream.model.conv_stem import conv_stem_widths, load_with_conv_stem
 from samstream.model.adapter_io import ADAPTERS_FILE, load_adapters, save_adapters
 from samstream.model.sam3 import Sam3Segmenter
 from samstream.model.sam3i import Sam3IAdapters
@@ -185,11 +186,20 @@ def _from_pretrained(source: str, image_size: int | None = None):
         set_image_size(config, image_size)
     try:
         # fp32 compute whatever the stored dtype (the shipped model is stored in fp16); CUDA runs use autocast.
-        network = Sam3VideoModel.from_pretrained(where, config=config, dtype=torch.float32)
+        network = load_sam3_video(where, config)
         tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelLoadError(f"cannot load weights from {source}: {_first_line(e)}") from e
     return network.eval(), tokenizer
+
+
+def load_sam3_video(where: str, config=None) -> Sam3VideoModel:
+    """A `sam3_video` model from a folder or hub id in fp32 (whatever the stored dtype; CUDA runs use autocast),
+    with the conv stem its config names, if any (samstream's small models: model/conv_stem.py)."""
+    config = config if config is not None else AutoConfig.from_pretrained(where)
+    if conv_stem_widths(config):
+        return load_with_conv_stem(where, config)
+    return Sam3VideoModel.from_pretrained(where, config=config, dtype=torch.float32)
 
 
 def save_segmenter_model(model: Sam3VideoModel, tokenizer, folder: str | Path,

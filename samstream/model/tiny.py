@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from transformers import Sam3VideoConfig, Sam3VideoModel
 
+from samstream.model.conv_stem import set_conv_stem
 from samstream.model.tokenizer import CONTEXT_LENGTH, build_byte_tokenizer
 
 TINY_SEED = 0
@@ -22,9 +23,10 @@ UNTRAINED_BIRTH_THRESHOLD = 0.24  # SAM3: 0.7
 def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258, width: int = TINY_WIDTH,
                       vit_width: int | None = None, vit_layers: int = 2, text_width: int = 64, text_layers: int = 2,
                       detr_layers: int = 2, queries: int = 16, patch_size: int = TINY_PATCH_SIZE, bos_token_id: int | None = None,
-                      eos_token_id: int | None = None) -> Sam3VideoConfig:
+                      eos_token_id: int | None = None, conv_stem: tuple[int, ...] | None = None) -> Sam3VideoConfig:
     """A small SAM3 video config (detector + tracker). Defaults: the built-in tiny model; `SMALL` below
-    is a bigger point between it and full SAM3 for benchmarks."""
+    is a bigger point between it and full SAM3 for benchmarks. `conv_stem`: widths of a convolutional patch
+    embedding (model/conv_stem.py; `install_conv_stem` gives a model built from this config its stem)."""
     d, grid = width, image_size // patch_size
     bos = vocab_size - 2 if bos_token_id is None else bos_token_id
     eos = vocab_size - 1 if eos_token_id is None else eos_token_id
@@ -62,7 +64,8 @@ def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258, 
         memory_encoder_hidden_size=d, memory_encoder_output_channels=64, mask_downsampler_embed_dim=d,
         memory_fuser_embed_dim=d, memory_fuser_intermediate_dim=2 * d,
     )
-    return Sam3VideoConfig(detector_config=detector, tracker_config=tracker, low_res_mask_size=4 * grid)
+    config = Sam3VideoConfig(detector_config=detector, tracker_config=tracker, low_res_mask_size=4 * grid)
+    return set_conv_stem(config, conv_stem) if conv_stem else config
 
 
 # The shipped small model (trained by `samstream train configs/small.toml`): 112 px, patch 14 (an 8x8 grid, masks at
@@ -76,6 +79,11 @@ SMALL_TRAINED = dict(image_size=112, patch_size=14, width=128, vit_width=96, vit
 # docs/model-card.md); at this width a detector step costs ~1.3x SMALL_TRAINED's, a tracker step ~1.25x.
 SMALL_FINE = dict(image_size=128, patch_size=8, width=64, vit_width=96, vit_layers=3, text_width=96, text_layers=2,
                   detr_layers=2, queries=16)
+
+# SMALL_FINE with a convolutional patch embedding (three stride-2 3x3 convolutions, 32/64/96 wide, then 1x1 to the
+# ViT): the plain 3-layer ViT does not learn the world's shapes within the training budget, this one does
+# (docs/model-card.md, "Session 18"); +66k parameters.
+SMALL_STEM = dict(SMALL_FINE, conv_stem=(32, 64, 96))
 
 # Between tiny and full SAM3 (1008 px, ViT 1024x32, text 1024x24, DETR 256x6, 200 queries): for benchmarks.
 SMALL = dict(image_size=336, width=256, vit_width=384, vit_layers=6, text_width=256, text_layers=4, detr_layers=3,

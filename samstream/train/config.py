@@ -20,6 +20,11 @@ class Stage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "joint"
     steps: int = Field(gt=0)
+    # "detect": instructions -> detector (+ tracker) losses; "objects" (world data): the backbone alone learns to
+    # name each visible object's shape, colour and texture from its mask-pooled features (train/object_batches.py),
+    # a cheap first stage for a backbone trained from scratch
+    task: Literal["detect", "objects"] = "detect"
+    mosaic_rate: float = Field(0.5, ge=0, le=1)  # objects stages: the share of frames shown as mosaics of crops
     levels: dict[str, float] = Field(default_factory=lambda: {level: 1.0 for level in LEVELS})
     freeze: list[str] = Field(default_factory=list)  # parameter-name prefixes held fixed in this stage
     # train memory propagation in this stage (None: the config's `train_tracker`); a detector-only stage skips the
@@ -47,7 +52,8 @@ class Stage(BaseModel):
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # what to train
-    model: str = "small"  # "small" (the shipped size), "small-fine" (a 16x16 grid) or "tiny": a new model; else
+    model: str = "small"  # "small" (the first release's size), "small-fine" (a 16x16 grid), "small-stem" (small-fine
+    # with a convolutional patch embedding), "tiny" or "tiny-stem" (for tests): a new model; else
     # "builtin:small" (the shipped weights), a sam3_video folder or a hub id to start from
     tokenizer_scenes: int = Field(1500, gt=0)  # new models: world scenes whose instructions train the BPE
     # how the text encoder starts (setup.identity_text_start): new models default to CLIP's start; a loaded model
@@ -103,6 +109,16 @@ class TrainConfig(BaseModel):
         if self.loss_weights.dense > 0 and self.data != "world":
             raise ValueError("loss_weights.dense names the world's shapes, colours and textures: it needs "
                              "data = \"world\"")
+        return self
+
+    @model_validator(mode="after")
+    def _objects_stages(self) -> TrainConfig:
+        if any(stage.task == "objects" for stage in self.stages):
+            if self.data != "world":
+                raise ValueError("task = \"objects\" names the world's shapes, colours and textures: it needs "
+                                 "data = \"world\"")
+            if self.stages[-1].task == "objects":
+                raise ValueError("the last stage must detect (the export calibrates the detector's scores)")
         return self
 
     @model_validator(mode="after")

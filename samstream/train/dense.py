@@ -62,3 +62,29 @@ class DenseHeads(nn.Module):
             log_p = F.log_softmax(head(features), dim=1)
             total = total - (target * log_p).sum(1).mean()
         return total / len(self.heads)
+
+
+class ObjectHeads(nn.Module):
+    """One linear layer per kind, from an object's mask-pooled vision features to its class (no background):
+    the backbone stage's loss (train/object_batches.py). Training-only, like `DenseHeads`."""
+
+    def __init__(self, width: int, classes: Mapping[str, Sequence[str]] = WORLD_DENSE_CLASSES) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict({kind: nn.Linear(width, len(names)) for kind, names in classes.items()})
+
+    def pool(self, features: torch.Tensor, weights: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """(O, C): `features` (F, C, g, g) averaged over each object's cells, weighted by `weights` (O, g * g)."""
+        flat = features.flatten(2)[frames.to(features.device)]  # (O, C, g * g)
+        return torch.einsum("ocn,on->oc", flat, weights.to(features.device, features.dtype))
+
+    def logits(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {kind: head(pooled) for kind, head in self.heads.items()}
+
+    def loss(self, features: torch.Tensor, weights: torch.Tensor, frames: torch.Tensor,
+             labels: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Cross-entropy per kind (`objects_<kind>`) and their sum (`loss`): a mean would give shape, the slow
+        one, a third of the rate while colour and texture are learned in a few hundred steps."""
+        logits = self.logits(self.pool(features, weights, frames))
+        terms = {f"objects_{kind}": F.cross_entropy(logits[kind], labels[kind].to(features.device))
+                 for kind in self.heads}
+        return {"loss": sum(terms.values()), **terms}

@@ -14,8 +14,9 @@ from samstream.model.sam3_memory import _Entry, _mask_as_output, _propagate_grou
 from samstream.model.sam3i import Sam3I, Sam3IAdapters
 from samstream.model.segmenter import FrameFeatures
 from samstream.model.tokenizer import CONTEXT_LENGTH
-from samstream.train.dense import DenseHeads
+from samstream.train.dense import DenseHeads, ObjectHeads
 from samstream.train.losses import LossWeights, alignment_loss, detection_loss, match_batch, tracker_loss
+from samstream.train.object_batches import ObjectBatch
 from samstream.train.world_batches import Batch
 
 
@@ -33,7 +34,8 @@ class TrainModule(nn.Module):
     def __init__(self, model: Sam3VideoModel, adapters: Sam3IAdapters, tokenizer: PreTrainedTokenizerBase,
                  weights: LossWeights = LossWeights(), train_tracker: bool = True,
                  negative_queries: bool = False, train_detector: bool = True,
-                 dense_classes: Mapping[str, Sequence[str]] | None = None) -> None:
+                 dense_classes: Mapping[str, Sequence[str]] | None = None,
+                 object_classes: Mapping[str, Sequence[str]] | None = None) -> None:
         super().__init__()
         self.model = model
         self.adapters = adapters
@@ -48,12 +50,22 @@ class TrainModule(nn.Module):
         if weights.dense > 0 and dense_classes:
             width = model.config.detector_config.vision_config.fpn_hidden_size
             self.dense_heads = DenseHeads(width, dense_classes).to(next(model.parameters()).device)
+        # training-only heads for "objects" stages: each object's class from its mask-pooled vision features
+        self.object_heads = None
+        if object_classes:
+            width = model.config.detector_config.vision_config.fpn_hidden_size
+            self.object_heads = ObjectHeads(width, object_classes).to(next(model.parameters()).device)
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch | ObjectBatch) -> dict[str, torch.Tensor]:
         device = next(self.model.parameters()).device
         detector = self.model.detector_model
         pixels = batch.pixels.to(device)
         vision = detector.get_vision_features(pixel_values=pixels)
+        if isinstance(batch, ObjectBatch):
+            if self.object_heads is None:
+                raise ValueError("an objects batch needs the module's object heads (object_classes)")
+            # the 1x level of the FPN: what the fusion (DETR) encoder reads
+            return self.object_heads.loss(vision.fpn_hidden_states[-2], batch.weights, batch.frames, batch.labels)
         if not self.train_detector:
             if not (self.train_tracker and len(batch.track_prompts)):
                 raise ValueError("this step trains neither the detector nor the tracker")

@@ -16,14 +16,16 @@ from samstream.data.engine import objects_in_frame, world_generator
 from samstream.data.world import make_scene, object_mask, render
 from samstream.errors import ConfigError
 from samstream.model.adapter_io import ADAPTERS_FILE, load_adapters
-from samstream.model.loader import BUILTIN_SMALL, shipped_folder
+from samstream.model.conv_stem import install_conv_stem
+from samstream.model.loader import BUILTIN_SMALL, load_sam3_video, shipped_folder
 from samstream.model.sam3i import Sam3IAdapters
-from samstream.model.tiny import SMALL_FINE, SMALL_TRAINED, tiny_video_config
+from samstream.model.tiny import SMALL_FINE, SMALL_STEM, SMALL_TRAINED, tiny_video_config
 from samstream.model.tokenizer import build_bpe_tokenizer
 from samstream.train.config import TrainConfig
 
-NEW_MODEL_SIZES = {"small": SMALL_TRAINED, "small-fine": SMALL_FINE,  # small-fine: a 16x16 grid (the next model)
-                   "tiny": {}}  # "tiny": the built-in tiny sizes (fast; for tests)
+NEW_MODEL_SIZES = {"small": SMALL_TRAINED, "small-fine": SMALL_FINE,  # small-fine: a 16x16 grid
+                   "small-stem": SMALL_STEM,  # small-fine with a convolutional patch embedding
+                   "tiny": {}, "tiny-stem": {"conv_stem": (16,)}}  # the built-in tiny sizes (fast; for tests)
 TOKENIZER_SCENES = 1500  # world scenes whose (training-template) instructions train the small model's BPE
 TOKENIZER_VOCAB = 640
 LORA_TARGETS = r".*(q_proj|v_proj|k_proj|o_proj)$"  # attention projections of every transformer block
@@ -59,6 +61,7 @@ def build_trainable(config: TrainConfig, device: torch.device) -> Trainable:
         tokenizer = build_bpe_tokenizer(instruction_corpus(config.tokenizer_scenes), TOKENIZER_VOCAB)
         model = Sam3VideoModel(tiny_video_config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                                  eos_token_id=tokenizer.eos_token_id, **NEW_MODEL_SIZES[config.model]))
+        install_conv_stem(model)
         adapters = Sam3IAdapters.fresh(model.detector_model)
         if config.text_init == "identity":
             identity_text_start(model)
@@ -69,7 +72,7 @@ def build_trainable(config: TrainConfig, device: torch.device) -> Trainable:
         path = shipped_folder() if config.model == BUILTIN_SMALL else Path(config.model).expanduser()
         source = str(path) if path.exists() else config.model
         try:  # fp32 whatever the stored dtype (the shipped model is stored in fp16)
-            model = Sam3VideoModel.from_pretrained(source, dtype=torch.float32)
+            model = load_sam3_video(source)
             tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as e:
             raise ConfigError(f"cannot load model {config.model}: {str(e).splitlines()[0][:200]}") from e

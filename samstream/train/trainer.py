@@ -22,6 +22,7 @@ from samstream.train.config import Stage, TrainConfig
 from samstream.train.dense import WORLD_DENSE_CLASSES
 from samstream.train.forward import TrainModule
 from samstream.train.setup import build_trainable, merge_lora, trainable_parameters
+from samstream.train.object_batches import ObjectBatches
 from samstream.train.world_batches import WorldBatches
 
 TRACKER_PREFIXES = ("model.tracker_model.", "model.tracker_neck.")
@@ -65,12 +66,18 @@ def _distributed() -> tuple[int, int]:
 
 def train_module(config: TrainConfig, trainable, **options) -> TrainModule:
     """The model, its adapters and (with `[loss_weights] dense`) the training-only dense heads, as one module."""
+    objects = any(stage.task == "objects" for stage in config.stages)
     return TrainModule(trainable.model, trainable.adapters, trainable.tokenizer, weights=config.loss_weights,
-                       dense_classes=WORLD_DENSE_CLASSES if config.data == "world" else None, **options)
+                       dense_classes=WORLD_DENSE_CLASSES if config.data == "world" else None,
+                       object_classes=WORLD_DENSE_CLASSES if objects else None, **options)
 
 
 def _batches(config: TrainConfig, trainable, stage_index: int, rank: int, split: str = "train"):
     stage = config.stages[stage_index]
+    seed = config.seed * 1000 + stage_index * 97 + rank
+    if stage.task == "objects":
+        grid = trainable.image_size // trainable.model.config.detector_config.vision_config.backbone_config.patch_size
+        return ObjectBatches(trainable.image_size, grid, seed=seed, mosaic_rate=stage.mosaic_rate)
     if config.data == "world":
         return WorldBatches(trainable.image_size, trainable.mask_size, seed=config.seed * 1000 + stage_index * 97 + rank,
                             split=split, negative_rate=config.negative_rate_of(stage), level_weights=stage.levels,
@@ -112,7 +119,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
         if held >= every:  # prefixes may overlap: compare sets, not counts
             raise ConfigError(f"stage {stage.name!r}: freeze holds every trained parameter fixed")
         holds_detector.append(held >= detecting)
-        if holds_detector[-1] and not _stage_tracks(config, stage):
+        if stage.task == "detect" and holds_detector[-1] and not _stage_tracks(config, stage):
             raise ConfigError(f"stage {stage.name!r}: freezes the detector and does not train the tracker "
                               "(which trains on world videos only)")
     out.mkdir(parents=True, exist_ok=True)
