@@ -2,14 +2,15 @@
 stride-2 3x3 convolutions that reach the same patch grid ("early convolutions", Xiao et al. 2021).
 
 Why: the small model's 3-layer ViT, trained from scratch for ~2 hours, learns colour but not shape (docs/model-card.md,
-"Session 14"). With a 3-convolution stem the same ViT learns the world's shapes from direct labels within a few
-hundred steps, where the plain patch embedding stays at chance ("Session 18"). A model that has one records its
+"Session 14"). With a 3-convolution stem the same ViT learns the world's shapes from direct labels in 500-1,500
+steps, where with the plain patch embedding it stays near chance (sessions 17-18). A model that has one records its
 widths in its backbone config (`conv_stem`), so its folder loads back with it; SAM3's own checkpoints have none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import torch
 from safetensors.torch import load_file
 from torch import nn

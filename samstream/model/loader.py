@@ -11,8 +11,8 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, Sam3VideoConfig, Sam3VideoModel
 
 from samstream.errors import ModelLoadError
-from samstream.model.conv_stem import conv_stem_widths, load_with_conv_stem
 from samstream.model.adapter_io import ADAPTERS_FILE, load_adapters, save_adapters
+from samstream.model.conv_stem import conv_stem_widths, load_with_conv_stem
 from samstream.model.sam3 import Sam3Segmenter
 from samstream.model.sam3i import Sam3IAdapters
 from samstream.model.segmenter import ModelInfo

@@ -21,8 +21,8 @@ from samstream.train.checkpoint import latest_checkpoint, load_checkpoint, save_
 from samstream.train.config import Stage, TrainConfig
 from samstream.train.dense import WORLD_DENSE_CLASSES
 from samstream.train.forward import TrainModule
-from samstream.train.setup import build_trainable, merge_lora, trainable_parameters
 from samstream.train.object_batches import ObjectBatches
+from samstream.train.setup import build_trainable, merge_lora, trainable_parameters
 from samstream.train.world_batches import WorldBatches
 
 TRACKER_PREFIXES = ("model.tracker_model.", "model.tracker_neck.")
@@ -65,7 +65,8 @@ def _distributed() -> tuple[int, int]:
 
 
 def train_module(config: TrainConfig, trainable, **options) -> TrainModule:
-    """The model, its adapters and (with `[loss_weights] dense`) the training-only dense heads, as one module."""
+    """The model, its adapters and the training-only heads (dense ones with `[loss_weights] dense`, object ones when
+    a stage has `task = "objects"`), as one module."""
     objects = any(stage.task == "objects" for stage in config.stages)
     return TrainModule(trainable.model, trainable.adapters, trainable.tokenizer, weights=config.loss_weights,
                        dense_classes=WORLD_DENSE_CLASSES if config.data == "world" else None,
@@ -79,7 +80,7 @@ def _batches(config: TrainConfig, trainable, stage_index: int, rank: int, split:
         grid = trainable.image_size // trainable.model.config.detector_config.vision_config.backbone_config.patch_size
         return ObjectBatches(trainable.image_size, grid, seed=seed, mosaic_rate=stage.mosaic_rate)
     if config.data == "world":
-        return WorldBatches(trainable.image_size, trainable.mask_size, seed=config.seed * 1000 + stage_index * 97 + rank,
+        return WorldBatches(trainable.image_size, trainable.mask_size, seed=seed,
                             split=split, negative_rate=config.negative_rate_of(stage), level_weights=stage.levels,
                             max_gap=config.max_gap,  # validation: one instruction per frame, as in use
                             instructions_per_frame=config.instructions_per_frame if split == "train" else 1,
@@ -90,7 +91,7 @@ def _batches(config: TrainConfig, trainable, stage_index: int, rank: int, split:
     from samstream.train.coco_batches import CocoBatches
 
     return CocoBatches(config.data, trainable.image_size, trainable.mask_size, images_root=config.images_root,
-                       seed=config.seed * 1000 + stage_index * 97 + rank, split=split,
+                       seed=seed, split=split,
                        negative_rate=config.negative_rate_of(stage), level_weights=stage.levels)
 
 
