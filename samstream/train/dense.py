@@ -88,3 +88,28 @@ class ObjectHeads(nn.Module):
         terms = {f"objects_{kind}": F.cross_entropy(logits[kind], labels[kind].to(features.device))
                  for kind in self.heads}
         return {"loss": sum(terms.values()), **terms}
+
+
+HELDOUT_OBJECT_BATCHES = 12  # x 16 frames: ~600 objects of whole frames
+
+
+@torch.no_grad()
+def object_accuracy(module, batches, count: int = HELDOUT_OBJECT_BATCHES, pairs: int = 8) -> dict[str, float]:
+    """Per kind, the share of objects of `count` batches (train/object_batches.py) that a `TrainModule`'s object
+    heads name right, from its vision features; `objects` is how many were asked."""
+    was_training = module.training
+    module.eval()
+    right: dict[str, int] = {kind: 0 for kind in module.object_heads.heads}
+    asked = 0
+    device = next(module.parameters()).device
+    try:
+        for _ in range(count):
+            batch = batches.sample(pairs)
+            vision = module.model.detector_model.get_vision_features(pixel_values=batch.pixels.to(device))
+            pooled = module.object_heads.pool(vision.fpn_hidden_states[-2], batch.weights, batch.frames)
+            for kind, logits in module.object_heads.logits(pooled).items():
+                right[kind] += int((logits.argmax(1).cpu() == batch.labels[kind]).sum())
+            asked += len(batch.frames)
+    finally:
+        module.train(was_training)
+    return {"objects": asked, **{kind: round(hits / max(asked, 1), 4) for kind, hits in right.items()}}

@@ -19,7 +19,7 @@ from samstream.train.birth import choose_birth_threshold
 from samstream.train.calibrate import choose_threshold, instance_separation, text_reliance
 from samstream.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from samstream.train.config import Stage, TrainConfig
-from samstream.train.dense import WORLD_DENSE_CLASSES
+from samstream.train.dense import WORLD_DENSE_CLASSES, object_accuracy
 from samstream.train.forward import TrainModule
 from samstream.train.object_batches import ObjectBatches
 from samstream.train.setup import build_trainable, merge_lora, trainable_parameters
@@ -179,6 +179,12 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
                 if rank == 0 and (step % config.checkpoint_every == 0 or step == config.total_steps):
                     save_checkpoint(out / "checkpoints" / f"step-{step:07d}", module, optimizer,
                                     {"step": step, "stage": stage.name}, stored=params)
+            if stage.task == "objects" and log is not None:
+                # what the backbone now names on held-out whole frames, as it will see them when detecting
+                record = {"step": step, "stage": stage.name,
+                          "heldout_objects": object_accuracy(module, _heldout_objects(config, trainable))}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
     finally:
         bar.close()
         if log is not None:
@@ -189,6 +195,12 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     if rank != 0:
         return out / "model"
     return export(config, module, trainable, out / "model", progress=progress)
+
+
+def _heldout_objects(config: TrainConfig, trainable) -> ObjectBatches:
+    """Whole frames from scenes the objects stages never draw (another seed stream)."""
+    grid = trainable.image_size // trainable.model.config.detector_config.vision_config.backbone_config.patch_size
+    return ObjectBatches(trainable.image_size, grid, seed=config.seed * 1000 + 999_983, mosaic_rate=0.0)
 
 
 def frozen_parameters(params: dict[str, torch.nn.Parameter], prefixes: list[str],

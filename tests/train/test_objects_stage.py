@@ -6,14 +6,17 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from samstream.data.world import SHAPES
-from samstream.errors import ConfigError
+from samstream.errors import ConfigError, ModelLoadError
 from samstream.model.conv_stem import ConvStem
 from samstream.model.loader import load_segmenter
+from samstream.model.sam3i import Sam3IAdapters
+from samstream.model.tiny import build_tiny_model
 from samstream.train.config import Stage, TrainConfig, load_config
-from samstream.train.dense import WORLD_DENSE_CLASSES, ObjectHeads
+from samstream.train.dense import WORLD_DENSE_CLASSES, ObjectHeads, object_accuracy
+from samstream.train.forward import TrainModule
 from samstream.train.object_batches import ObjectBatches
 from samstream.train.trainer import train
 
@@ -36,6 +39,23 @@ def test_object_batches_pool_each_object_over_its_own_cells(mosaic_rate):
         assert len(set(batch.labels["category"].tolist())) > 1
 
 
+def test_object_accuracy_counts_what_the_heads_name_right():
+    model, tokenizer = build_tiny_model()
+    module = TrainModule(model, Sam3IAdapters.fresh(model.detector_model), tokenizer, object_classes=WORLD_DENSE_CLASSES)
+    for head in module.object_heads.heads.values():  # heads that name class 1 whatever they see
+        torch.nn.init.zeros_(head.weight)
+        head.bias.data = (torch.arange(len(head.bias)) == 1).float()
+    module.train()
+    result = object_accuracy(module, ObjectBatches(112, 8, seed=4, mosaic_rate=0.0), count=2, pairs=2)
+    same = ObjectBatches(112, 8, seed=4, mosaic_rate=0.0)  # the same seed draws the same objects
+    labels = [same.sample(2).labels for _ in range(2)]
+    assert result["objects"] == sum(len(batch["category"]) for batch in labels)
+    for kind in WORLD_DENSE_CLASSES:
+        expected = float(torch.cat([batch[kind] for batch in labels]).eq(1).float().mean())
+        assert result[kind] == pytest.approx(expected, abs=1e-4)
+    assert module.training  # left as it was
+
+
 def test_object_heads_learn_labels_that_the_features_carry():
     features = torch.zeros(2, 6, 4, 4)
     weights = torch.zeros(6, 16)
@@ -52,7 +72,7 @@ def test_object_heads_learn_labels_that_the_features_carry():
         optimizer.zero_grad()
         losses["loss"].backward()
         optimizer.step()
-    assert float(losses["objects_category"]) < 0.1 * first
+    assert float(losses["objects_category"].detach()) < 0.1 * first
     pooled = heads.pool(features, weights, torch.arange(6) % 2)
     assert (heads.logits(pooled)["category"].argmax(1) == labels).all()
 
@@ -65,9 +85,12 @@ def test_an_objects_stage_trains_the_backbone_alone_then_detection_exports_a_ste
                       birth_calibration_videos=0, device="cpu", stages=stages)
     folder = train(run, progress=False)
     log = [json.loads(line) for line in (tmp_path / "run/train_log.jsonl").read_text().splitlines()]
-    assert [r["stage"] for r in log] == ["backbone", "backbone", "detect"]
+    assert [r["stage"] for r in log] == ["backbone", "backbone", "backbone", "detect"]
     assert all(r["objects_category"] > 0 and "dice" not in r for r in log[:2])
-    assert "objects_category" not in log[2] and log[2]["dice"] > 0
+    heldout = log[2]["heldout_objects"]  # after the stage: what the heads name on held-out whole frames
+    assert log[2]["step"] == 2 and heldout["objects"] > 0
+    assert all(0.0 <= heldout[kind] <= 1.0 for kind in WORLD_DENSE_CLASSES)
+    assert "objects_category" not in log[3] and log[3]["dice"] > 0
     before = load_file(tmp_path / "run/checkpoints/step-0000001/trainable.safetensors")
     after = load_file(tmp_path / "run/checkpoints/step-0000002/trainable.safetensors")
     moved = {k for k in before if not torch.equal(before[k], after[k])}
@@ -94,13 +117,9 @@ def test_a_stem_model_folder_without_its_stem_weights_fails_to_load(tmp_path):
     run = TrainConfig(model="tiny-stem", tokenizer_scenes=30, out=str(tmp_path / "run"), batch_pairs=1,
                       warmup_steps=1, validation_samples=0, birth_calibration_videos=0, device="cpu", stages=stages)
     folder = train(run, progress=False)
-    from safetensors.torch import save_file
-
     weights = load_file(folder / "model.safetensors")
     save_file({k: v for k, v in weights.items() if ".projection.layers." not in k}, folder / "model.safetensors",
               metadata={"format": "pt"})
-    from samstream.errors import ModelLoadError
-
     with pytest.raises(ModelLoadError, match="conv stem"):
         load_segmenter(str(folder), device="cpu")
 
