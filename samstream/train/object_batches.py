@@ -96,12 +96,13 @@ class ObjectBatches:
         while len(objects) < MOSAIC_CELLS ** 2:
             if not queue:
                 scene, rgb, visible = self._scene()
-                queue = [(rgb, visible[o.id], o) for o in scene.objects if visible[o.id].sum() >= MIN_PIXELS]
+                padded = np.pad(rgb, ((cell, cell), (cell, cell), (0, 0)), mode="reflect")  # once per scene
+                queue = [(padded, visible[o.id], o) for o in scene.objects if visible[o.id].sum() >= MIN_PIXELS]
                 continue
-            rgb, mask, obj = queue.pop()
+            padded, mask, obj = queue.pop()
             ys, xs = np.nonzero(mask)
             top, left = int(ys.mean()) - cell // 2 + cell, int(xs.mean()) - cell // 2 + cell  # in the padded frame
-            crop = np.pad(rgb, ((cell, cell), (cell, cell), (0, 0)), mode="reflect")[top: top + cell, left: left + cell]
+            crop = padded[top: top + cell, left: left + cell]
             crop_mask = np.pad(mask, cell)[top: top + cell, left: left + cell]
             if crop_mask.sum() < MIN_PIXELS // 2:
                 continue

@@ -77,8 +77,7 @@ def _batches(config: TrainConfig, trainable, stage_index: int, rank: int, split:
     stage = config.stages[stage_index]
     seed = config.seed * 1000 + stage_index * 97 + rank
     if stage.task == "objects":
-        grid = trainable.image_size // trainable.model.config.detector_config.vision_config.backbone_config.patch_size
-        return ObjectBatches(trainable.image_size, grid, seed=seed, mosaic_rate=stage.mosaic_rate)
+        return ObjectBatches(trainable.image_size, _grid(trainable), seed=seed, mosaic_rate=stage.mosaic_rate)
     if config.data == "world":
         return WorldBatches(trainable.image_size, trainable.mask_size, seed=seed,
                             split=split, negative_rate=config.negative_rate_of(stage), level_weights=stage.levels,
@@ -199,8 +198,12 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
 
 def _heldout_objects(config: TrainConfig, trainable) -> ObjectBatches:
     """Whole frames from scenes the objects stages never draw (another seed stream)."""
-    grid = trainable.image_size // trainable.model.config.detector_config.vision_config.backbone_config.patch_size
-    return ObjectBatches(trainable.image_size, grid, seed=config.seed * 1000 + 999_983, mosaic_rate=0.0)
+    return ObjectBatches(trainable.image_size, _grid(trainable), seed=config.seed * 1000 + 999_983, mosaic_rate=0.0)
+
+
+def _grid(trainable) -> int:
+    """The side of the model's patch grid (the objects stages pool each object over its cells)."""
+    return trainable.image_size // trainable.model.config.detector_config.vision_config.backbone_config.patch_size
 
 
 def frozen_parameters(params: dict[str, torch.nn.Parameter], prefixes: list[str],
