@@ -300,6 +300,35 @@ class TemplateGenerator:
                         out.append(self._make("complex", "comparison", t, (ranked[0].ann_id,)))
         return out
 
+    # -- contrasts ---------------------------------------------------------------------------------------
+    def contrast(self, objects: Sequence[ObjectView], rng: np.random.Generator,
+                 split: Split | None = None) -> list[Instruction]:
+        """Two instructions for one image that differ in one word: the same attribute template filled with a present
+        object's colour and shape, and again with one of the two swapped ("the red circle" / "the blue circle", or
+        "the red circle" / "the red star"). The second names other objects or none (a negative). Asked of the same
+        pixels, only that word explains why the targets differ, so a model cannot satisfy both while ignoring it
+        (docs/model-card.md, "Session 19"). [] when no visible object has a colour."""
+        coloured = [o for o in objects if o.attributes.get("colour")]
+        colours = self.attribute_values.get("colour", [])
+        templates = self._templates("attribute", split)
+        if not coloured or not templates or len(colours) < 2:
+            return []
+        obj = coloured[int(rng.integers(len(coloured)))]
+        template = templates[int(rng.integers(len(templates)))]
+        cat, colour = obj.category, obj.attributes["colour"]
+        if rng.random() < 0.5:
+            others = [c for c in colours if c != colour]
+            other = (cat, others[int(rng.integers(len(others)))])
+        else:
+            others = [c for c in self.vocabulary if c != cat]
+            other = (others[int(rng.integers(len(others)))], colour)
+        out = []
+        for name, value in ((cat, colour), other):
+            members = [o for o in objects if o.category == name and o.attributes.get("colour") == value]
+            label = "attribute" if members else "negative"
+            out.append(self._make("simple", label, template, _ids(members), a=value, n=name, ns=_plural(name)))
+        return out
+
     # -- negatives ---------------------------------------------------------------------------------------
     def all_negative(self, objects: Sequence[ObjectView], split: Split | None = None) -> list[Instruction]:
         """Instructions of each level that describe nothing here: an absent category, or a present category

@@ -68,6 +68,9 @@ class TrainConfig(BaseModel):
     images_root: str | None = None  # COCO images folder (default: the annotation file's folder)
     negative_rate: float = Field(0.15, ge=0, lt=1)
     instructions_per_frame: int = Field(1, ge=1, le=8)  # world data: instructions asked of each frame (SAM3: many)
+    # world data: the share of frames asked a contrast pair, one template filled twice with one word swapped ("the
+    # red circle" / "the blue circle"; TemplateGenerator.contrast). Needs instructions_per_frame >= 2
+    contrast_rate: float = Field(0.0, ge=0, le=1)
     max_gap: int = Field(6, ge=1)  # tracker pairs are 1..max_gap frames apart
     loss_weights: LossWeights = Field(default_factory=LossWeights)
     negative_queries: bool = False  # negatives also teach query scores 0 (SAM3: presence only)
@@ -109,6 +112,13 @@ class TrainConfig(BaseModel):
         if self.loss_weights.dense > 0 and self.data != "world":
             raise ValueError("loss_weights.dense names the world's shapes, colours and textures: it needs "
                              "data = \"world\"")
+        return self
+
+    @model_validator(mode="after")
+    def _contrast_needs_pairs(self) -> TrainConfig:
+        if self.contrast_rate > 0 and (self.data != "world" or self.instructions_per_frame < 2):
+            raise ValueError("contrast_rate asks each frame two instructions of the procedural world: it needs "
+                             "data = \"world\" and instructions_per_frame >= 2")
         return self
 
     @model_validator(mode="after")

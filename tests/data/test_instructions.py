@@ -10,7 +10,7 @@ import pytest
 
 from samstream.data.engine import instruction_set, objects_in_frame, objects_in_image, world_generator
 from samstream.data.instructions import TEMPLATES, WORLD_FUNCTIONS, ObjectView, template_ids
-from samstream.data.world import make_scene, object_mask, render
+from samstream.data.world import COLOURS, make_scene, object_mask, render
 from samstream.model.levels import classify_level
 
 
@@ -148,3 +148,32 @@ def test_indefinite_article_reads_an_before_a_vowel():
     texts += [inst.text for inst in world_generator().all_negative(scene, "heldout")]
     assert "an orange circle" in texts and "a red square" in texts
     assert not [t for t in texts if re.search(r"\ba [aeiou]", t)]
+
+
+def _named(text):
+    """(shape, colour) an attribute instruction names."""
+    words = set(text.split())
+    shape = next(n for n in WORLD_FUNCTIONS if n in words or n + "s" in words)
+    colour = next(c for c in COLOURS if c in words)
+    return shape, colour
+
+
+def test_a_contrast_pair_differs_in_one_word_and_each_has_its_exact_targets():
+    generator, rng = world_generator(), np.random.default_rng(0)
+    swapped = {"colour": 0, "shape": 0}
+    for _ in range(200):
+        first, second = generator.contrast(SCENE, rng, "train")
+        words = first.text.split(), second.text.split()
+        assert len(words[0]) == len(words[1]) and sum(a != b for a, b in zip(*words)) == 1, (first.text, second.text)
+        assert first.template == second.template and first.split == second.split == "train"
+        for inst in (first, second):
+            shape, colour = _named(inst.text)
+            assert inst.targets == tuple(o.ann_id for o in SCENE
+                                         if o.category == shape and o.attributes["colour"] == colour), inst.text
+            assert (inst.kind == "negative") == (inst.targets == ())
+        assert first.targets  # the first always names something present
+        (shape0, colour0), (shape1, colour1) = _named(first.text), _named(second.text)
+        assert (shape0 == shape1) != (colour0 == colour1)
+        swapped["colour" if shape0 == shape1 else "shape"] += 1
+    assert swapped["colour"] > 50 and swapped["shape"] > 50  # both kinds of swap are drawn
+    assert generator.contrast([view(1, "circle", None, 20, 50, 8)], rng) == []  # nothing coloured: no pair

@@ -287,6 +287,25 @@ def test_a_stage_draws_its_own_share_of_negatives():
     assert negatives[0] < 0.2 < 0.6 < negatives[1]  # (a frame with nothing in view is a negative too)
 
 
+def test_contrast_pairs_ask_one_frame_two_instructions_one_word_apart():
+    from types import SimpleNamespace
+
+    from samstream.train.trainer import _batches
+
+    sizes = SimpleNamespace(image_size=64, mask_size=16)
+    run = TrainConfig(instructions_per_frame=2, contrast_rate=1.0, stages=[Stage(steps=1)])
+    batch = _batches(run, sizes, 0, 0).sample(12)
+    assert batch.frames == [row for row in range(24) for _ in range(2)]  # two instructions per frame, in pixel order
+    pairs = [batch.texts[i:i + 2] for i in range(0, len(batch.texts), 2)]
+    one_word = [sum(a != b for a, b in zip(x.split(), y.split())) == 1 for x, y in pairs]
+    assert sum(one_word) >= 20  # every frame with a coloured object in view
+    assert any(len(batch.targets[i + 1].masks) == 0 for i in range(0, 48, 2))  # some swaps name nothing present
+    validation = _batches(run, sizes, 0, 0, split="heldout").sample(4)
+    assert validation.frames is None  # validation asks one instruction per frame, as in use
+    with pytest.raises(ValueError, match="instructions_per_frame >= 2"):
+        TrainConfig(contrast_rate=0.5)
+
+
 def test_a_stage_can_turn_negative_query_scores_off_and_the_next_inherits_them(tmp_path):
     stages = [Stage(name="presence only", steps=2, train_tracker=False, negative_queries=False),
               Stage(name="scores too", steps=2, train_tracker=False)]
