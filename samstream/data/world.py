@@ -149,15 +149,17 @@ def random_object(rng: np.random.Generator, obj_id: int, frames: int, **fixed) -
 
 
 # -- rendering ---------------------------------------------------------------------------------------------
-def render(scene: Scene, t: int, width: int, height: int, view: View = WHOLE_FRAME
-           ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def render(scene: Scene, t: int, width: int, height: int, view: View = WHOLE_FRAME,
+           silhouettes: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """(RGB frame (H, W, 3) uint8, {object id: visible mask (H, W) bool}) at frame t. Objects wholly hidden or
-    outside the frame (or the view) have an all-false mask."""
+    outside the frame (or the view) have an all-false mask. `silhouettes`: the objects' `object_mask`s at t in
+    this view, when the caller already has them."""
     frame = render_background(scene.background, width, height)
     visible: dict[int, np.ndarray] = {}
     taken = np.zeros((height, width), bool)
     order = sorted(scene.objects, key=lambda o: (-o.z, -o.id))  # front to back
-    silhouettes = {obj.id: object_mask(obj, t, width, height, view) for obj in order}
+    if silhouettes is None:
+        silhouettes = {obj.id: object_mask(obj, t, width, height, view) for obj in order}
     for obj in order:
         visible[obj.id] = silhouettes[obj.id] & ~taken
         taken |= silhouettes[obj.id]

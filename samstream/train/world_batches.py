@@ -149,8 +149,8 @@ class WorldBatches:
         return View(x + float(jitter[0]), y + float(jitter[1]), zoom)
 
     def _frame(self, scene, t: int, view: View = WHOLE_FRAME):
-        rgb, visible = render(scene, t, self.image_size, self.image_size, view)
         silhouettes = {o.id: object_mask(o, t, self.image_size, self.image_size, view) for o in scene.objects}
+        rgb, visible = render(scene, t, self.image_size, self.image_size, view, silhouettes)
         objects = objects_in_frame(scene, visible, silhouettes, view)
         return rgb, visible, objects, hidden_objects(scene, visible, objects)
 

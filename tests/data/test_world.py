@@ -23,11 +23,14 @@ def test_same_seed_same_video_other_seed_other_video():
 def test_visible_masks_are_disjoint_and_cut_by_occluders():
     scene = make_scene(3, 20, min_objects=6, max_objects=6)
     for t in range(0, 20, 5):
-        _, visible = render(scene, t, 160, 120)
+        frame, visible = render(scene, t, 160, 120)
         stack = np.stack(list(visible.values()))
         assert stack.sum(axis=0).max() <= 1  # no pixel belongs to two objects
         for obj in scene.objects:
             assert not (visible[obj.id] & ~object_mask(obj, t, 160, 120)).any()
+        given = {obj.id: object_mask(obj, t, 160, 120) for obj in scene.objects}
+        same_frame, same_visible = render(scene, t, 160, 120, silhouettes=given)  # the caller's silhouettes
+        assert np.array_equal(frame, same_frame) and all(np.array_equal(visible[k], same_visible[k]) for k in visible)
 
 
 def test_front_object_hides_back_object_where_they_overlap():
