@@ -301,13 +301,14 @@ class TemplateGenerator:
         return out
 
     # -- contrasts ---------------------------------------------------------------------------------------
-    def contrast(self, objects: Sequence[ObjectView], rng: np.random.Generator,
-                 split: Split | None = None) -> list[Instruction]:
+    def contrast(self, objects: Sequence[ObjectView], rng: np.random.Generator, split: Split | None = None,
+                 shape_share: float = 0.5) -> list[Instruction]:
         """Two instructions for one image that differ in one word: the same attribute template filled with a present
         object's colour and shape, and again with one of the two swapped ("the red circle" / "the blue circle", or
         "the red circle" / "the red star"). The second names other objects or none (a negative). Asked of the same
         pixels, only that word explains why the targets differ, so a model cannot satisfy both while ignoring it
-        (docs/model-card.md, "Session 19"). [] when no visible object has a colour."""
+        (docs/model-card.md, "Session 19"). `shape_share`: how often the shape is the swapped word. [] when no
+        visible object has a colour."""
         coloured = [o for o in objects if o.attributes.get("colour")]
         colours = self.attribute_values.get("colour", [])
         templates = self._templates("attribute", split)
@@ -316,7 +317,7 @@ class TemplateGenerator:
         obj = coloured[int(rng.integers(len(coloured)))]
         template = templates[int(rng.integers(len(templates)))]
         cat, colour = obj.category, obj.attributes["colour"]
-        if rng.random() < 0.5:
+        if rng.random() >= shape_share:
             others = [c for c in colours if c != colour]
             other = (cat, others[int(rng.integers(len(others)))])
         else:

@@ -71,6 +71,7 @@ class TrainConfig(BaseModel):
     # world data: the share of frames asked a contrast pair, one template filled twice with one word swapped ("the
     # red circle" / "the blue circle"; TemplateGenerator.contrast). Needs instructions_per_frame >= 2
     contrast_rate: float = Field(0.0, ge=0, le=1)
+    contrast_shape_share: float = Field(0.5, ge=0, le=1)  # ...of which this share swap the shape, the rest the colour
     max_gap: int = Field(6, ge=1)  # tracker pairs are 1..max_gap frames apart
     loss_weights: LossWeights = Field(default_factory=LossWeights)
     negative_queries: bool = False  # negatives also teach query scores 0 (SAM3: presence only)

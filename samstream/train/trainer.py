@@ -86,7 +86,8 @@ def _batches(config: TrainConfig, trainable, stage_index: int, rank: int, split:
                             dense_labels=config.loss_weights.dense > 0 and split == "train",
                             # validation and calibration see whole frames, as in use
                             zoom_rate=config.zoom_rate_of(stage) if split == "train" else 0.0,
-                            zoom_fill=config.zoom_fill, contrast_rate=config.contrast_rate if split == "train" else 0.0)
+                            zoom_fill=config.zoom_fill, contrast_rate=config.contrast_rate if split == "train" else 0.0,
+                            contrast_shape_share=config.contrast_shape_share)
     from samstream.train.coco_batches import CocoBatches
 
     return CocoBatches(config.data, trainable.image_size, trainable.mask_size, images_root=config.images_root,

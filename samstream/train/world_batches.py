@@ -72,7 +72,7 @@ class WorldBatches:
                  negative_rate: float = 0.15, level_weights: dict[str, float] | None = None, max_gap: int = 6,
                  frames: int = 48, min_objects: int = 1, max_objects: int = 6, instructions_per_frame: int = 1,
                  dense_labels: bool = False, zoom_rate: float = 0.0, zoom_fill: tuple[float, float] = (0.25, 0.45),
-                 contrast_rate: float = 0.0) -> None:
+                 contrast_rate: float = 0.0, contrast_shape_share: float = 0.5) -> None:
         self.image_size, self.mask_size = image_size, mask_size
         self.rng = np.random.default_rng(seed)
         self.split = split
@@ -86,6 +86,7 @@ class WorldBatches:
         self.instructions_per_frame = instructions_per_frame
         # the share of frames whose first two instructions are a contrast pair (TemplateGenerator.contrast)
         self.contrast_rate = contrast_rate if instructions_per_frame >= 2 else 0.0
+        self.contrast_shape_share = contrast_shape_share
         self.dense_labels = dense_labels  # also return per-pixel shape / colour / texture shares (train/dense.py)
         # the share of pairs shown as an object-centred, zoomed-in view (both frames): that object's radius fills
         # `zoom_fill` of the view's short side
@@ -164,7 +165,8 @@ class WorldBatches:
         one word."""
         chosen = []
         if self.contrast_rate > 0 and self.rng.random() < self.contrast_rate:
-            chosen = self.generator.contrast(objects, self.rng, self.split)[:self.instructions_per_frame]
+            chosen = self.generator.contrast(objects, self.rng, self.split,
+                                             self.contrast_shape_share)[:self.instructions_per_frame]
         chosen = chosen or [self._instruction(objects)]
         for _ in range(8 * self.instructions_per_frame):
             if len(chosen) == self.instructions_per_frame:

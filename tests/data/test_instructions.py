@@ -176,4 +176,8 @@ def test_a_contrast_pair_differs_in_one_word_and_each_has_its_exact_targets():
         assert (shape0 == shape1) != (colour0 == colour1)
         swapped["colour" if shape0 == shape1 else "shape"] += 1
     assert swapped["colour"] > 50 and swapped["shape"] > 50  # both kinds of swap are drawn
+    for share, same_shape in ((0.0, True), (1.0, False)):  # shape_share: how often the shape is the swapped word
+        for _ in range(20):
+            first, second = generator.contrast(SCENE, rng, shape_share=share)
+            assert (_named(first.text)[0] == _named(second.text)[0]) == same_shape
     assert generator.contrast([view(1, "circle", None, 20, 50, 8)], rng) == []  # nothing coloured: no pair

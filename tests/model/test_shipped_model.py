@@ -10,13 +10,15 @@ import pytest
 
 from samstream.data.synth import synthesize_eval_set
 from samstream.eval.evaluator import evaluate_images, evaluate_videos
+from samstream.eval.grounding import word_grounding
 from samstream.model.loader import BUILTIN_SMALL, SHIPPED_FOLDER, default_model, load_segmenter
 
 # Floors (model card: docs/model-card.md); the issue's goals are 0.80 / 0.70 / 0.60 gIoU, 0.90 no-target
 # accuracy, IDF1 0.90 and HOTA 0.70.
-IMAGE_FLOORS = {"concept": ("gIoU", 0.42), "simple": ("gIoU", 0.30), "complex": ("gIoU", 0.47)}
-NO_TARGET_FLOOR = 0.15
-VIDEO_FLOORS = {"IDF1": 0.36, "HOTA": 0.31, "J&F": 0.39}  # 30 videos
+IMAGE_FLOORS = {"concept": ("gIoU", 0.52), "simple": ("gIoU", 0.24), "complex": ("gIoU", 0.52)}
+NO_TARGET_FLOOR = 0.40
+VIDEO_FLOORS = {"IDF1": 0.40, "HOTA": 0.38, "J&F": 0.46}  # 30 videos
+COLOUR_GROUNDING_FLOOR = 0.75  # first 50 images, whole frames (model card: 0.935 on all 200; chance 0.125)
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +55,10 @@ def test_video_quality_floors_on_the_fixed_evaluation_set(shipped, eval_set):
     videos = evaluate_videos(shipped, eval_set, keyframe_every=5, progress=False)["levels"]["all"]
     for metric, floor in VIDEO_FLOORS.items():
         assert videos[metric] >= floor, (metric, videos)
+
+
+def test_colour_words_ground(shipped, eval_set):
+    """Asked "the red star", "the blue star", ... of each object, the model covers it best when its own colour is
+    named (a model that ignores colour words sits at chance, 0.125, whatever its gIoU)."""
+    grounding = word_grounding(shipped, eval_set, max_images=50, progress=False)
+    assert grounding["objects"] >= 100 and grounding["colour"]["whole"] >= COLOUR_GROUNDING_FLOOR, grounding

@@ -290,6 +290,7 @@ def test_a_stage_draws_its_own_share_of_negatives():
 def test_contrast_pairs_ask_one_frame_two_instructions_one_word_apart():
     from types import SimpleNamespace
 
+    from samstream.data.world import COLOURS
     from samstream.train.trainer import _batches
 
     sizes = SimpleNamespace(image_size=64, mask_size=16)
@@ -297,9 +298,16 @@ def test_contrast_pairs_ask_one_frame_two_instructions_one_word_apart():
     batch = _batches(run, sizes, 0, 0).sample(12)
     assert batch.frames == [row for row in range(24) for _ in range(2)]  # two instructions per frame, in pixel order
     pairs = [batch.texts[i:i + 2] for i in range(0, len(batch.texts), 2)]
-    one_word = [sum(a != b for a, b in zip(x.split(), y.split())) == 1 for x, y in pairs]
+    one_word = [len(x.split()) == len(y.split()) and sum(a != b for a, b in zip(x.split(), y.split())) == 1
+                for x, y in pairs]
     assert sum(one_word) >= 20  # every frame with a coloured object in view
     assert any(len(batch.targets[i + 1].masks) == 0 for i in range(0, 48, 2))  # some swaps name nothing present
+    colours = TrainConfig(instructions_per_frame=2, contrast_rate=1.0, contrast_shape_share=0.0, stages=[Stage(steps=1)])
+    texts = _batches(colours, sizes, 0, 0).sample(12).texts
+    differ = [[{a, b} for a, b in zip(x.split(), y.split()) if a != b] for x, y in zip(texts[::2], texts[1::2])
+              if len(x.split()) == len(y.split())]
+    swapped = [words[0] for words in differ if len(words) == 1]  # the contrast pairs (a frame with nothing coloured
+    assert len(swapped) >= 20 and all(words <= set(COLOURS) for words in swapped)  # in view gets two others)
     validation = _batches(run, sizes, 0, 0, split="heldout").sample(4)
     assert validation.frames is None  # validation asks one instruction per frame, as in use
     with pytest.raises(ValueError, match="instructions_per_frame >= 2"):
