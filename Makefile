@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 CLIPS ?= $(HOME)/.cache/samstream/clips
 DEMO_OUT ?= out/demo
 DEMO_SEED ?= 46
-DEMO_INSTRUCTION ?= what looks like a honeycomb cell
+DEMO_INSTRUCTION ?= the red hexagon
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup clips redis-server clean eval-set
