@@ -21,3 +21,17 @@ def test_bench_tracker_reports_costs_and_memory():
     assert report["ratio_16_vs_1_objects"] > 0 and len(report["ratio_16_vs_1_objects_by_round"]) == 1
     assert report["model"] == "builtin:small"  # the trained model: propagated masks are object-sized
     assert report["long_run"]["rss_mb_samples"] and report["long_run"]["rss_growth_after_warmup_pct"] is not None
+
+
+def test_cli_bench_model_writes_both_presets(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "samstream", "bench", "model", "--repeats", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "model" and set(report["results"]) == {"tiny", "small"}
+    assert all(row["vision_ms"] > 0 and row["peak_rss_mb"] > 0 for row in report["results"].values())
