@@ -104,9 +104,11 @@ def _reflect(v: float, margin: float) -> float:
     return lo + (u if u <= span else 2 * span - u)
 
 
-def make_scene(seed: int, frames: int, min_objects: int = 2, max_objects: int = 6, scene_id: int | None = None
-               ) -> Scene:
-    """A random scene, the same for the same arguments (`scene_id` only names it; default: the seed)."""
+def make_scene(seed: int, frames: int, min_objects: int = 2, max_objects: int = 6, scene_id: int | None = None,
+               palette: int | None = None) -> Scene:
+    """A random scene, the same for the same arguments (`scene_id` only names it; default: the seed). `palette`
+    draws every object's colour from that many colours (chosen per scene): in a one- or two-colour scene a colour
+    word rarely picks one object, so only the shape word explains the targets."""
     rng = np.random.default_rng(seed)
     names = list(COLOURS)
     a, b = rng.choice(len(names), size=2, replace=False)
@@ -114,7 +116,13 @@ def make_scene(seed: int, frames: int, min_objects: int = 2, max_objects: int = 
     dim = lambda c: tuple(int(v * 0.45 + 40) for v in COLOURS[names[c]])  # noqa: E731
     background = Background(BACKGROUNDS[rng.integers(len(BACKGROUNDS))], dim(a), dim(b), int(rng.integers(1 << 31)))
     count = int(rng.integers(min_objects, max_objects + 1))
-    objects = [random_object(rng, i + 1, frames) for i in range(count)]
+    if palette is None:
+        objects = [random_object(rng, i + 1, frames) for i in range(count)]
+    else:
+        if not 1 <= palette <= len(names):
+            raise ValueError(f"palette must be 1..{len(names)} colours (got {palette})")
+        colours = [names[c] for c in rng.choice(len(names), size=palette, replace=False)]
+        objects = [random_object(rng, i + 1, frames, colour=colours[int(rng.integers(palette))]) for i in range(count)]
     return Scene(seed if scene_id is None else scene_id, frames, background, tuple(objects))
 
 

@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from samstream.data.engine import instruction_set
 from samstream.data.formats import decode_rle, load_dataset
-from samstream.eval.segmentation import SIZE_BINS, SampleResult, by_size, score_sample, summarize, summarize_sizes
+from samstream.eval.segmentation import (SIZE_BINS, SampleResult, by_size, score_sample, summarize, summarize_kinds,
+                                         summarize_sizes)
 from samstream.eval.tracking import TrackSequence, _rle, tracking_metrics
 from samstream.model.levels import LEVELS
 from samstream.model.segmenter import Segmenter
@@ -78,8 +79,9 @@ def evaluate_images(segmenter: Segmenter, data_dir: Path, max_items: int | None 
             truth = np.zeros(rgb.shape[:2], bool)
             for ann_id in record["targets"]:
                 truth |= decode_rle(masks[ann_id])
-            samples.append(score_sample(record["level"], prediction, truth))
-    return {"levels": summarize(samples), "sizes": summarize_sizes(samples), "instructions": len(samples),
+            samples.append(score_sample(record["level"], prediction, truth, record.get("kind", "")))
+    return {"levels": summarize(samples), "sizes": summarize_sizes(samples), "kinds": summarize_kinds(samples),
+            "instructions": len(samples),
             "images": len(images)}
 
 
@@ -185,6 +187,8 @@ def markdown(report: dict) -> str:
         lines += _table("images", report["images"]["levels"], IMAGE_COLUMNS) + [""]
         if report["images"].get("sizes"):
             lines += _size_table("images", report["images"]["sizes"], IMAGE_COLUMNS) + [""]
+        if report["images"].get("kinds"):
+            lines += _table("images: level/kind", report["images"]["kinds"], IMAGE_COLUMNS, header_kind=True) + [""]
     if "videos" in report:
         lines += _table("videos", report["videos"]["levels"], VIDEO_COLUMNS)
         if report["videos"].get("sizes"):
@@ -197,9 +201,9 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _table(kind: str, levels: dict, columns: tuple[str, ...]) -> list[str]:
-    """One markdown table: a row per level, the metric columns between samples and negatives."""
-    header = [f"{kind}: level", "samples", *columns, "negatives", "no-target acc."]
+def _table(kind: str, levels: dict, columns: tuple[str, ...], header_kind: bool = False) -> list[str]:
+    """One markdown table: a row per level (or level/kind), the metric columns between samples and negatives."""
+    header = [kind if header_kind else f"{kind}: level", "samples", *columns, "negatives", "no-target acc."]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for level, s in levels.items():
         cells = [level, str(s["samples"]), *(_f(s[key]) for key in columns), str(s["negatives"]),

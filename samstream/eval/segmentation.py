@@ -33,19 +33,20 @@ class SampleResult:
     union: int
     predicted_pixels: int
     target_share: float = 0.0  # the ground-truth union's share of the frame
+    kind: str = ""  # the instruction's kind (concept, attribute, position, ..., negative), where known
 
     @property
     def iou(self) -> float:
         return self.intersection / self.union if self.union else 1.0
 
 
-def score_sample(level: str, prediction: np.ndarray, truth: np.ndarray) -> SampleResult:
+def score_sample(level: str, prediction: np.ndarray, truth: np.ndarray, kind: str = "") -> SampleResult:
     """(H, W) bool prediction and ground-truth unions -> one sample's counts."""
     if prediction.shape != truth.shape:
         raise ValueError(f"prediction is {prediction.shape}, ground truth {truth.shape}")
     inter = int(np.logical_and(prediction, truth).sum())
     union = int(np.logical_or(prediction, truth).sum())
-    return SampleResult(level, not truth.any(), inter, union, int(prediction.sum()), float(truth.mean()))
+    return SampleResult(level, not truth.any(), inter, union, int(prediction.sum()), float(truth.mean()), kind)
 
 
 SIZE_BINS = (("small", 0.0, 0.01), ("medium", 0.01, 0.04), ("large", 0.04, 1.01))  # share of the frame: [lo, hi)
@@ -66,6 +67,17 @@ def summarize_sizes(samples: list[SampleResult]) -> dict:
     groups = by_size([s for s in samples if not s.negative], lambda s: s.target_share)
     return {name: {key: summary[key] for key in ("samples", "gIoU", "cIoU", "P@0.5")}
             for name, summary in ((name, _summary(chosen)) for name, chosen in groups.items())}
+
+
+def summarize_kinds(samples: list[SampleResult]) -> dict:
+    """{level/kind: summary} for samples whose kind is known (e.g. "simple/position", "complex/negative"): which
+    sort of instruction a model fails, under one level's average."""
+    groups: dict[str, list[SampleResult]] = defaultdict(list)
+    for s in samples:
+        if s.kind:
+            groups[f"{s.level}/{s.kind}"].append(s)
+    return {name: _summary(groups[name]) for name in sorted(groups, key=lambda n: (LEVELS.index(n.split("/")[0])
+                                                                                   if n.split("/")[0] in LEVELS else 99, n))}
 
 
 def summarize(samples: list[SampleResult]) -> dict:

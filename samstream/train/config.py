@@ -72,6 +72,9 @@ class TrainConfig(BaseModel):
     # red circle" / "the blue circle"; TemplateGenerator.contrast). Needs instructions_per_frame >= 2
     contrast_rate: float = Field(0.0, ge=0, le=1)
     contrast_shape_share: float = Field(0.5, ge=0, le=1)  # ...of which this share swap the shape, the rest the colour
+    # world data: the share of training scenes whose objects share one or two colours, so that shape words, not
+    # colour words alone, have to pick the targets (make_scene's `palette`); validation keeps the usual scenes
+    palette_rate: float = Field(0.0, ge=0, le=1)
     max_gap: int = Field(6, ge=1)  # tracker pairs are 1..max_gap frames apart
     loss_weights: LossWeights = Field(default_factory=LossWeights)
     negative_queries: bool = False  # negatives also teach query scores 0 (SAM3: presence only)
@@ -120,6 +123,12 @@ class TrainConfig(BaseModel):
         if self.contrast_rate > 0 and (self.data != "world" or self.instructions_per_frame < 2):
             raise ValueError("contrast_rate asks each frame two instructions of the procedural world: it needs "
                              "data = \"world\" and instructions_per_frame >= 2")
+        return self
+
+    @model_validator(mode="after")
+    def _palette_needs_world(self) -> TrainConfig:
+        if self.palette_rate > 0 and self.data != "world":
+            raise ValueError("palette_rate draws scenes of the procedural world: it needs data = \"world\"")
         return self
 
     @model_validator(mode="after")

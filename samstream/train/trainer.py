@@ -87,7 +87,8 @@ def _batches(config: TrainConfig, trainable, stage_index: int, rank: int, split:
                             # validation and calibration see whole frames, as in use
                             zoom_rate=config.zoom_rate_of(stage) if split == "train" else 0.0,
                             zoom_fill=config.zoom_fill, contrast_rate=config.contrast_rate if split == "train" else 0.0,
-                            contrast_shape_share=config.contrast_shape_share)
+                            contrast_shape_share=config.contrast_shape_share,
+                            palette_rate=config.palette_rate if split == "train" else 0.0)
     from samstream.train.coco_batches import CocoBatches
 
     return CocoBatches(config.data, trainable.image_size, trainable.mask_size, images_root=config.images_root,

@@ -72,7 +72,7 @@ class WorldBatches:
                  negative_rate: float = 0.15, level_weights: dict[str, float] | None = None, max_gap: int = 6,
                  frames: int = 48, min_objects: int = 1, max_objects: int = 6, instructions_per_frame: int = 1,
                  dense_labels: bool = False, zoom_rate: float = 0.0, zoom_fill: tuple[float, float] = (0.25, 0.45),
-                 contrast_rate: float = 0.0, contrast_shape_share: float = 0.5) -> None:
+                 contrast_rate: float = 0.0, contrast_shape_share: float = 0.5, palette_rate: float = 0.0) -> None:
         self.image_size, self.mask_size = image_size, mask_size
         self.rng = np.random.default_rng(seed)
         self.split = split
@@ -87,6 +87,9 @@ class WorldBatches:
         # the share of frames whose first two instructions are a contrast pair (TemplateGenerator.contrast)
         self.contrast_rate = contrast_rate if instructions_per_frame >= 2 else 0.0
         self.contrast_shape_share = contrast_shape_share
+        # the share of scenes whose objects share one or two colours (make_scene's `palette`): there the colour
+        # word alone rarely names the targets, the shape word must
+        self.palette_rate = palette_rate
         self.dense_labels = dense_labels  # also return per-pixel shape / colour / texture shares (train/dense.py)
         # the share of pairs shown as an object-centred, zoomed-in view (both frames): that object's radius fills
         # `zoom_fill` of the view's short side
@@ -102,7 +105,10 @@ class WorldBatches:
         frames, texts, levels, targets, prompts, track_targets, gaps, dense = [], [], [], [], [], [], [], []
         for _ in range(pairs):
             self.scene_seed += 1
-            scene = make_scene(self.scene_seed, self.frames, self.min_objects, self.max_objects)
+            palette = None
+            if self.palette_rate > 0 and self.rng.random() < self.palette_rate:
+                palette = int(self.rng.integers(1, 3))
+            scene = make_scene(self.scene_seed, self.frames, self.min_objects, self.max_objects, palette=palette)
             gap = int(self.rng.integers(1, self.max_gap + 1))
             t0 = int(self.rng.integers(0, self.frames - gap))
             view = self._view(scene, t0)

@@ -20,6 +20,18 @@ def test_same_seed_same_video_other_seed_other_video():
     assert np.array_equal(fa, fb) and all(np.array_equal(ma[k], mb[k]) for k in ma)
 
 
+def test_a_palette_scene_draws_every_colour_from_that_many_and_leaves_other_scenes_alone():
+    scenes = [make_scene(seed, 1, 4, 6, palette=palette) for seed in range(20) for palette in (1, 2)]
+    for scene, palette in zip(scenes, [1, 2] * 20):
+        assert len({o.colour for o in scene.objects}) <= palette
+    assert any(len({o.colour for o in s.objects}) == 2 for s in scenes[1::2])
+    free = [make_scene(seed, 1, 4, 6) for seed in range(20)]
+    assert max(len({o.colour for o in s.objects}) for s in free) >= 4  # the usual scenes keep their many colours
+    assert make_scene(3, 1) == make_scene(3, 1, palette=None)  # (evaluation sets are drawn exactly as before)
+    with pytest.raises(ValueError, match="palette must be"):
+        make_scene(3, 1, palette=0)
+
+
 def test_visible_masks_are_disjoint_and_cut_by_occluders():
     scene = make_scene(3, 20, min_objects=6, max_objects=6)
     for t in range(0, 20, 5):

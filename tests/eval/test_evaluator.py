@@ -110,6 +110,10 @@ def test_an_oracle_scores_perfectly(dataset):
     sizes = report["images"]["sizes"]
     assert sum(s["samples"] for s in sizes.values()) == images["all"]["samples"]
     assert all(s["gIoU"] == 1.0 for s in sizes.values())
+    kinds = report["images"]["kinds"]  # every instruction lands in exactly one level/kind row
+    assert sum(k["samples"] + k["negatives"] for k in kinds.values()) == report["images"]["instructions"]
+    assert "concept/negative" in kinds or "simple/negative" in kinds or "complex/negative" in kinds
+    assert all(k["gIoU"] in (None, 1.0) for k in kinds.values())
     videos = report["videos"]["levels"]["all"]
     assert videos["samples"] > 0
     assert videos["IDF1"] == pytest.approx(1.0) and videos["HOTA"] == pytest.approx(1.0)
@@ -134,6 +138,7 @@ def test_cli_with_a_real_tiny_model_writes_json_and_markdown(dataset, tmp_path):
                 assert value is None or 0.0 <= value <= 1.0
     table = out.with_suffix(".md").read_text()
     assert "| images: level |" in table and "| videos: level |" in table and table in done.stdout
+    assert "| images: level/kind |" in table
     assert "| images: target size |" in table and set(report["images"]["sizes"]) <= {"small", "medium", "large"}
     assert "| videos: target size |" in table and set(report["videos"]["sizes"]) <= {"small", "medium", "large"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]  # no partial files left

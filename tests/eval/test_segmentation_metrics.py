@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from samstream.eval.segmentation import score_sample, summarize, summarize_sizes
+from samstream.eval.segmentation import score_sample, summarize, summarize_kinds, summarize_sizes
 
 
 def square(size, y, x, h, w):
@@ -68,3 +68,19 @@ def test_sizes_bin_by_share_of_frame():
     assert sizes["medium"]["gIoU"] == 1.0 and sizes["large"]["gIoU"] == pytest.approx(0.5)
     assert sum(s["samples"] for s in sizes.values()) == 3
     assert "medium" not in summarize_sizes(samples[:1] + samples[2:])
+
+
+def test_kinds_split_each_level_by_instruction_kind():
+    size = (20, 20)
+    hit = square(size, 0, 0, 5, 5)
+    samples = [
+        score_sample("simple", hit, hit, "position"),  # IoU 1
+        score_sample("simple", np.zeros(size, bool), hit, "position"),  # IoU 0
+        score_sample("simple", hit, hit, "size"),  # IoU 1
+        score_sample("concept", hit, np.zeros(size, bool), "negative"),  # something returned for nothing
+        score_sample("complex", hit, hit),  # kind unknown (an older instruction file): left out of the split
+    ]
+    kinds = summarize_kinds(samples)
+    assert list(kinds) == ["concept/negative", "simple/position", "simple/size"]  # levels in LEVELS order
+    assert kinds["simple/position"]["gIoU"] == pytest.approx(0.5) and kinds["simple/size"]["gIoU"] == 1.0
+    assert kinds["concept/negative"]["no_target_accuracy"] == 0.0 and kinds["concept/negative"]["samples"] == 0

@@ -314,6 +314,27 @@ def test_contrast_pairs_ask_one_frame_two_instructions_one_word_apart():
         TrainConfig(contrast_rate=0.5)
 
 
+def test_palette_scenes_share_colours_in_training_and_validation_keeps_the_usual_scenes():
+    from types import SimpleNamespace
+
+    from samstream.train.trainer import _batches
+
+    sizes = SimpleNamespace(image_size=64, mask_size=16)
+
+    def colours_per_frame(run: TrainConfig) -> list[int]:
+        labels = _batches(run, sizes, 0, 0).sample(24).dense_labels
+        present = labels["colour"][:, 1:].flatten(2).amax(-1) > 0  # (frames, colours): any pixel of that colour
+        return present.sum(-1).tolist()
+
+    dense = {"loss_weights": {"dense": 1.0}, "stages": [Stage(steps=1)]}
+    shared = colours_per_frame(TrainConfig(palette_rate=1.0, **dense))
+    free = colours_per_frame(TrainConfig(palette_rate=0.0, **dense))
+    assert max(shared) <= 2 and max(free) >= 4
+    assert _batches(TrainConfig(palette_rate=1.0, **dense), sizes, 0, 0, split="heldout").palette_rate == 0.0
+    with pytest.raises(ValueError, match="palette_rate"):
+        TrainConfig(data="annotations.json", palette_rate=0.5)
+
+
 def test_a_stage_can_turn_negative_query_scores_off_and_the_next_inherits_them(tmp_path):
     stages = [Stage(name="presence only", steps=2, train_tracker=False, negative_queries=False),
               Stage(name="scores too", steps=2, train_tracker=False)]
