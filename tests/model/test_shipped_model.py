@@ -15,10 +15,11 @@ from samstream.model.loader import BUILTIN_SMALL, SHIPPED_FOLDER, default_model,
 
 # Floors (model card: docs/model-card.md); the issue's goals are 0.80 / 0.70 / 0.60 gIoU, 0.90 no-target
 # accuracy, IDF1 0.90 and HOTA 0.70.
-IMAGE_FLOORS = {"concept": ("gIoU", 0.52), "simple": ("gIoU", 0.24), "complex": ("gIoU", 0.52)}
-NO_TARGET_FLOOR = 0.40
-VIDEO_FLOORS = {"IDF1": 0.40, "HOTA": 0.38, "J&F": 0.46}  # 30 videos
-COLOUR_GROUNDING_FLOOR = 0.75  # first 50 images, whole frames (model card: 0.935 on all 200; chance 0.125)
+IMAGE_FLOORS = {"concept": ("gIoU", 0.50), "simple": ("gIoU", 0.28), "complex": ("gIoU", 0.58)}
+NO_TARGET_FLOOR = 0.53
+VIDEO_FLOORS = {"IDF1": 0.48, "HOTA": 0.41, "J&F": 0.50}  # 30 videos
+COLOUR_GROUNDING_FLOOR = 0.75  # first 50 images, whole frames (0.884 there, 0.870 on all 200; chance 0.125)
+SHAPE_GROUNDING_FLOOR = 0.28  # the same objects (0.357 there, 0.405 on all 200; chance 0.167)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +58,10 @@ def test_video_quality_floors_on_the_fixed_evaluation_set(shipped, eval_set):
         assert videos[metric] >= floor, (metric, videos)
 
 
-def test_colour_words_ground(shipped, eval_set):
-    """Asked "the red star", "the blue star", ... of each object, the model covers it best when its own colour is
-    named (a model that ignores colour words sits at chance, 0.125, whatever its gIoU)."""
+def test_colour_and_shape_words_ground(shipped, eval_set):
+    """Asked "the red star", "the blue star", ... (and "the star", "the circle", ...) of each object, the model
+    covers it best when its own colour (shape) is named; a model that ignores a kind of word sits at chance,
+    0.125 for colour and 0.167 for shape, whatever its gIoU."""
     grounding = word_grounding(shipped, eval_set, max_images=50, progress=False)
     assert grounding["objects"] >= 100 and grounding["colour"]["whole"] >= COLOUR_GROUNDING_FLOOR, grounding
+    assert grounding["shape"]["whole"] >= SHAPE_GROUNDING_FLOOR, grounding
