@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from samstream.data.engine import instruction_set
 from samstream.data.formats import decode_rle, load_dataset
-from samstream.eval.segmentation import (SIZE_BINS, SampleResult, by_size, score_sample, summarize, summarize_kinds,
-                                         summarize_sizes)
+from samstream.eval.segmentation import (OUTCOMES, SIZE_BINS, SampleResult, by_size, score_sample, summarize,
+                                         summarize_kinds, summarize_outcomes, summarize_sizes)
 from samstream.eval.tracking import TrackSequence, _rle, tracking_metrics
 from samstream.model.levels import LEVELS
 from samstream.model.segmenter import Segmenter
@@ -61,6 +61,9 @@ def evaluate_images(segmenter: Segmenter, data_dir: Path, max_items: int | None 
     for record in records:
         by_image[record["image_id"]].append(record)
     masks = {ann["id"]: ann["segmentation"] for ann in data["annotations"]}
+    objects_of: dict[int, list[int]] = defaultdict(list)
+    for ann in data["annotations"]:
+        objects_of[ann["image_id"]].append(ann["id"])
     images = [img for img in data["images"] if img["id"] in by_image][:max_items]
     config = TrackerConfig(keyframe_every=1, birth_threshold=segmenter.info.score_threshold)
     samples: list[SampleResult] = []
@@ -77,10 +80,15 @@ def evaluate_images(segmenter: Segmenter, data_dir: Path, max_items: int | None 
             chosen = [i for i, text in enumerate(instances.instructions) if text == record["instruction"]]
             prediction = instances.masks[chosen].any(0) if chosen else np.zeros(rgb.shape[:2], bool)
             truth = np.zeros(rgb.shape[:2], bool)
-            for ann_id in record["targets"]:
-                truth |= decode_rle(masks[ann_id])
-            samples.append(score_sample(record["level"], prediction, truth, record.get("kind", "")))
+            others = np.zeros(rgb.shape[:2], bool)
+            for ann_id in objects_of[image["id"]]:
+                if ann_id in record["targets"]:
+                    truth |= decode_rle(masks[ann_id])
+                else:
+                    others |= decode_rle(masks[ann_id])
+            samples.append(score_sample(record["level"], prediction, truth, record.get("kind", ""), others))
     return {"levels": summarize(samples), "sizes": summarize_sizes(samples), "kinds": summarize_kinds(samples),
+            "outcomes": summarize_outcomes(samples),
             "instructions": len(samples),
             "images": len(images)}
 
@@ -189,6 +197,8 @@ def markdown(report: dict) -> str:
             lines += _size_table("images", report["images"]["sizes"], IMAGE_COLUMNS) + [""]
         if report["images"].get("kinds"):
             lines += _table("images: level/kind", report["images"]["kinds"], IMAGE_COLUMNS, header_kind=True) + [""]
+        if report["images"].get("outcomes"):
+            lines += _outcome_table(report["images"]["outcomes"]) + [""]
     if "videos" in report:
         lines += _table("videos", report["videos"]["levels"], VIDEO_COLUMNS)
         if report["videos"].get("sizes"):
@@ -209,6 +219,14 @@ def _table(kind: str, levels: dict, columns: tuple[str, ...], header_kind: bool 
         cells = [level, str(s["samples"]), *(_f(s[key]) for key in columns), str(s["negatives"]),
                  _f(s["no_target_accuracy"])]
         rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _outcome_table(outcomes: dict) -> list[str]:
+    """Shares of the samples with targets by how they went (samstream.eval.segmentation.OUTCOMES)."""
+    rows = ["| images: outcome | samples | " + " | ".join(OUTCOMES) + " |", "|" + "---|" * (2 + len(OUTCOMES))]
+    for level, s in outcomes.items():
+        rows.append(f"| {level} | {s['samples']} | " + " | ".join(_f(s[o]) for o in OUTCOMES) + " |")
     return rows
 
 

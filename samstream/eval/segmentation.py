@@ -9,6 +9,14 @@ returned for it, its ground truth the union of its targets.
 
 `summarize_sizes` splits samples with targets by how much of the frame their targets cover (COCO's small /
 medium / large, as shares of the frame rather than pixel counts, so one set rendered at two sizes bins alike).
+
+`summarize_outcomes` says how each sample with targets went, which tells grounding errors from mask errors:
+- found: IoU >= 0.5;
+- nothing: nothing returned;
+- wrong object: the prediction covers under 20% of the targets (it is on something else);
+- with others: it covers the targets but also other objects, their pixels over 30% of those on the targets (the
+  instruction's noun found, its qualifier not: "the hexagon on the left" answered with every hexagon);
+- partial: the rest (part of the targets, or a loose mask).
 """
 
 from __future__ import annotations
@@ -34,19 +42,44 @@ class SampleResult:
     predicted_pixels: int
     target_share: float = 0.0  # the ground-truth union's share of the frame
     kind: str = ""  # the instruction's kind (concept, attribute, position, ..., negative), where known
+    target_pixels: int = 0
+    other_pixels: int | None = None  # predicted pixels on the frame's objects the instruction does not name
 
     @property
     def iou(self) -> float:
         return self.intersection / self.union if self.union else 1.0
 
+    @property
+    def outcome(self) -> str | None:
+        """One of OUTCOMES for a sample with targets whose other objects are known; None otherwise."""
+        if self.negative or self.other_pixels is None:
+            return None
+        if self.predicted_pixels == 0:
+            return "nothing"
+        if self.iou >= 0.5:
+            return "found"
+        if self.intersection < 0.2 * self.target_pixels:
+            return "wrong object"
+        if self.other_pixels > 0.3 * self.intersection:
+            return "with others"
+        return "partial"
 
-def score_sample(level: str, prediction: np.ndarray, truth: np.ndarray, kind: str = "") -> SampleResult:
-    """(H, W) bool prediction and ground-truth unions -> one sample's counts."""
-    if prediction.shape != truth.shape:
-        raise ValueError(f"prediction is {prediction.shape}, ground truth {truth.shape}")
+
+OUTCOMES = ("found", "nothing", "wrong object", "with others", "partial")
+
+
+def score_sample(level: str, prediction: np.ndarray, truth: np.ndarray, kind: str = "",
+                 others: np.ndarray | None = None) -> SampleResult:
+    """(H, W) bool prediction and ground-truth unions -> one sample's counts. `others`: the union of the frame's
+    objects the instruction does not name, where known (for `SampleResult.outcome`)."""
+    for name, array in (("ground truth", truth), ("other objects", others)):
+        if array is not None and prediction.shape != array.shape:
+            raise ValueError(f"prediction is {prediction.shape}, {name} {array.shape}")
     inter = int(np.logical_and(prediction, truth).sum())
     union = int(np.logical_or(prediction, truth).sum())
-    return SampleResult(level, not truth.any(), inter, union, int(prediction.sum()), float(truth.mean()), kind)
+    other = None if others is None else int(np.logical_and(prediction, others & ~truth).sum())
+    return SampleResult(level, not truth.any(), inter, union, int(prediction.sum()), float(truth.mean()), kind,
+                        int(truth.sum()), other)
 
 
 SIZE_BINS = (("small", 0.0, 0.01), ("medium", 0.01, 0.04), ("large", 0.04, 1.01))  # share of the frame: [lo, hi)
@@ -78,6 +111,20 @@ def summarize_kinds(samples: list[SampleResult]) -> dict:
             groups[f"{s.level}/{s.kind}"].append(s)
     return {name: _summary(groups[name]) for name in sorted(groups, key=lambda n: (LEVELS.index(n.split("/")[0])
                                                                                    if n.split("/")[0] in LEVELS else 99, n))}
+
+
+def summarize_outcomes(samples: list[SampleResult]) -> dict:
+    """{level: {samples, found, nothing, ...}} plus 'all': the share of each outcome (OUTCOMES) among the samples
+    with targets and known other objects; levels without such samples are left out."""
+    by_level: dict[str, list[str]] = defaultdict(list)
+    for s in samples:
+        if s.outcome is not None:
+            by_level[s.level].append(s.outcome)
+    groups = {level: by_level[level] for level in LEVELS if by_level.get(level)}
+    if groups:
+        groups["all"] = [o for outcomes in groups.values() for o in outcomes]
+    return {level: {"samples": len(outcomes), **{o: outcomes.count(o) / len(outcomes) for o in OUTCOMES}}
+            for level, outcomes in groups.items()}
 
 
 def summarize(samples: list[SampleResult]) -> dict:

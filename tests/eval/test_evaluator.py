@@ -14,6 +14,7 @@ from samstream.data.engine import instruction_set
 from samstream.data.formats import decode_rle, load_dataset
 from samstream.data.synth import synthesize
 from samstream.eval.evaluator import evaluate
+from samstream.eval.segmentation import OUTCOMES
 from samstream.model.segmenter import Detections, FrameFeatures, ModelInfo
 
 
@@ -114,6 +115,8 @@ def test_an_oracle_scores_perfectly(dataset):
     assert sum(k["samples"] + k["negatives"] for k in kinds.values()) == report["images"]["instructions"]
     assert "concept/negative" in kinds or "simple/negative" in kinds or "complex/negative" in kinds
     assert all(k["gIoU"] in (None, 1.0) for k in kinds.values())
+    outcomes = report["images"]["outcomes"]  # every sample with targets found, none merged with other objects
+    assert outcomes["all"]["samples"] == images["all"]["samples"] and outcomes["all"]["found"] == 1.0
     videos = report["videos"]["levels"]["all"]
     assert videos["samples"] > 0
     assert videos["IDF1"] == pytest.approx(1.0) and videos["HOTA"] == pytest.approx(1.0)
@@ -139,6 +142,9 @@ def test_cli_with_a_real_tiny_model_writes_json_and_markdown(dataset, tmp_path):
     table = out.with_suffix(".md").read_text()
     assert "| images: level |" in table and "| videos: level |" in table and table in done.stdout
     assert "| images: level/kind |" in table
+    outcomes = report["images"]["outcomes"]
+    assert ("| images: outcome |" in table) == bool(outcomes)
+    assert all(sum(s[o] for o in OUTCOMES) == pytest.approx(1.0) for s in outcomes.values())
     assert "| images: target size |" in table and set(report["images"]["sizes"]) <= {"small", "medium", "large"}
     assert "| videos: target size |" in table and set(report["videos"]["sizes"]) <= {"small", "medium", "large"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]  # no partial files left

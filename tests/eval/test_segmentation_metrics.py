@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from samstream.eval.segmentation import score_sample, summarize, summarize_kinds, summarize_sizes
+from samstream.eval.segmentation import (OUTCOMES, score_sample, summarize, summarize_kinds, summarize_outcomes,
+                                         summarize_sizes)
 
 
 def square(size, y, x, h, w):
@@ -84,3 +85,29 @@ def test_kinds_split_each_level_by_instruction_kind():
     assert list(kinds) == ["concept/negative", "simple/position", "simple/size"]  # levels in LEVELS order
     assert kinds["simple/position"]["gIoU"] == pytest.approx(0.5) and kinds["simple/size"]["gIoU"] == 1.0
     assert kinds["concept/negative"]["no_target_accuracy"] == 0.0 and kinds["concept/negative"]["samples"] == 0
+
+
+def test_outcomes_tell_grounding_errors_from_mask_errors():
+    size = (40, 40)
+    target = square(size, 0, 0, 10, 10)  # 100 px
+    other = square(size, 20, 20, 10, 10)  # another object the instruction does not name
+    nothing = np.zeros(size, bool)
+    samples = [
+        score_sample("simple", target, target, "position", other),  # found
+        score_sample("simple", nothing, target, "position", other),  # nothing returned
+        score_sample("simple", other, target, "position", other),  # the other object
+        score_sample("simple", target | other, target, "position", other),  # IoU 0.5: still found
+        score_sample("simple", square(size, 0, 0, 10, 6) | other, target, "position", other),  # 60 on it, 100 off
+        score_sample("simple", square(size, 0, 0, 10, 4), target, "position", other),  # 40% of it, nothing else
+        score_sample("concept", target, nothing, "negative", other),  # a negative has no outcome
+        score_sample("complex", target, target),  # other objects unknown: no outcome
+    ]
+    assert [s.outcome for s in samples] == ["found", "nothing", "wrong object", "found", "with others", "partial",
+                                            None, None]
+    outcomes = summarize_outcomes(samples)
+    assert list(outcomes) == ["simple", "all"]  # concept had only a negative, complex no known others
+    assert outcomes["simple"]["samples"] == 6
+    assert outcomes["simple"]["found"] == pytest.approx(2 / 6)
+    assert sum(outcomes["all"][o] for o in OUTCOMES) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="other objects"):
+        score_sample("simple", target, target, "", np.zeros((5, 5), bool))
