@@ -73,6 +73,7 @@ def evaluate_images(segmenter: Segmenter, data_dir: Path, max_items: int | None 
             raise ValueError(f"{data_dir / image['file_name']}: cannot read image")
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         items = by_image[image["id"]]
+        objects = {ann_id: decode_rle(masks[ann_id]) for ann_id in objects_of[image["id"]]}  # once per image
         texts = list(dict.fromkeys(r["instruction"] for r in items))
         levels = [next(r["level"] for r in items if r["instruction"] == t) for t in texts]
         instances = TrackingSession(segmenter, texts, config, levels=levels).update(rgb)
@@ -81,11 +82,11 @@ def evaluate_images(segmenter: Segmenter, data_dir: Path, max_items: int | None 
             prediction = instances.masks[chosen].any(0) if chosen else np.zeros(rgb.shape[:2], bool)
             truth = np.zeros(rgb.shape[:2], bool)
             others = np.zeros(rgb.shape[:2], bool)
-            for ann_id in objects_of[image["id"]]:
+            for ann_id, mask in objects.items():
                 if ann_id in record["targets"]:
-                    truth |= decode_rle(masks[ann_id])
+                    truth |= mask
                 else:
-                    others |= decode_rle(masks[ann_id])
+                    others |= mask
             samples.append(score_sample(record["level"], prediction, truth, record.get("kind", ""), others))
     return {"levels": summarize(samples), "sizes": summarize_sizes(samples), "kinds": summarize_kinds(samples),
             "outcomes": summarize_outcomes(samples),

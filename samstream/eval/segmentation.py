@@ -120,9 +120,8 @@ def summarize_outcomes(samples: list[SampleResult]) -> dict:
     for s in samples:
         if s.outcome is not None:
             by_level[s.level].append(s.outcome)
-    groups = {level: by_level[level] for level in LEVELS if by_level.get(level)}
-    if groups:
-        groups["all"] = [o for outcomes in groups.values() for o in outcomes]
+            by_level["all"].append(s.outcome)
+    groups = {level: by_level[level] for level in (*LEVELS, "all") if by_level.get(level)}
     return {level: {"samples": len(outcomes), **{o: outcomes.count(o) / len(outcomes) for o in OUTCOMES}}
             for level, outcomes in groups.items()}
 
