@@ -4,10 +4,12 @@ pairs, the routed detector on every frame, and the memory tracker carrying one o
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase, Sam3VideoModel
+from transformers.models.sam3.modeling_sam3 import box_cxcywh_to_xyxy, inverse_sigmoid
 
 from samstream.model.sam3 import select_frames
 from samstream.model.sam3_memory import _Entry, _mask_as_output, _propagate_group, _Step, _encode_memory
@@ -18,6 +20,12 @@ from samstream.train.dense import DenseHeads, ObjectHeads
 from samstream.train.losses import LossWeights, alignment_loss, detection_loss, match_batch, tracker_loss
 from samstream.train.object_batches import ObjectBatch
 from samstream.train.world_batches import Batch
+
+
+@dataclass(frozen=True)
+class InstancePredictions:
+    pred_boxes: torch.Tensor  # (B, Q, 4) xyxy in [0, 1]
+    pred_masks: torch.Tensor  # (B, Q, h, w) logits
 
 
 class _Frame:
@@ -72,17 +80,26 @@ class TrainModule(nn.Module):
             return self._track(vision, batch, device)
         per_sample = vision if batch.frames is None else select_frames(vision, batch.frames, len(pixels))
         scoring_inputs: dict = {}
-        hook = None
+        head_inputs: dict = {}
+        hooks = []
         if self.weights.align > 0:  # keep what the query-text scorer saw, to score every query against every text
-            hook = detector.dot_product_scoring.register_forward_hook(
-                lambda module, args, kwargs, output: scoring_inputs.update(kwargs), with_kwargs=True)
+            hooks.append(detector.dot_product_scoring.register_forward_hook(
+                lambda module, args, kwargs, output: scoring_inputs.update(kwargs), with_kwargs=True))
+        heads_only = self.weights.instances > 0 and self.weights.instances_heads_only
+        if heads_only:  # keep what the mask heads read, to run them again on detached inputs
+            mask_decoder = detector.mask_decoder
+            hooks.append(mask_decoder.mask_embedder.register_forward_pre_hook(
+                lambda module, args: head_inputs.update(queries=args[0])))
+            hooks.append(mask_decoder.instance_projection.register_forward_pre_hook(
+                lambda module, args: head_inputs.update(pixels=args[0])))
         try:
             out = self.detect(per_sample, batch.texts, batch.levels)
         finally:
-            if hook is not None:
+            for hook in hooks:
                 hook.remove()
         matches = match_batch(out, batch.targets, self.weights)
-        losses = detection_loss(out, batch.targets, self.weights, self.negative_queries, matches)
+        instance_out = self.instance_heads(out, head_inputs, batch.levels) if heads_only else None
+        losses = detection_loss(out, batch.targets, self.weights, self.negative_queries, matches, instance_out)
         if self.dense_heads is not None and batch.dense_labels is not None:
             # fpn_hidden_states: 4x, 2x, 1x, 0.5x the patch grid; the fusion (DETR) encoder reads the 1x level
             losses["dense"] = self.dense_heads.loss(vision.fpn_hidden_states[-2], batch.dense_labels) * self.weights.dense
@@ -104,6 +121,19 @@ class TrainModule(nn.Module):
         with self.sam3i.routing(levels):
             return self.model.detector_model(vision_embeds=vision, input_ids=tokens.input_ids,
                                              attention_mask=tokens.attention_mask)
+
+    def instance_heads(self, out, head_inputs: Mapping[str, torch.Tensor], levels: list[str]) -> InstancePredictions:
+        """`out`'s boxes and masks again, from detached query states and pixel features: a loss on these trains
+        the mask embedders (each level's), the instance projection and the box head, and nothing the scores read."""
+        detector = self.model.detector_model
+        states = head_inputs["queries"].detach()
+        with self.sam3i.routing(levels):
+            embeddings = detector.mask_decoder.mask_embedder(states)
+        pixels = detector.mask_decoder.instance_projection(head_inputs["pixels"].detach())
+        masks = torch.einsum("bqc,bchw->bqhw", embeddings, pixels)
+        reference = inverse_sigmoid(out.decoder_reference_boxes[-1].detach())
+        boxes = box_cxcywh_to_xyxy((reference + detector.detr_decoder.box_head(states)).sigmoid())
+        return InstancePredictions(pred_boxes=boxes, pred_masks=masks)
 
     def _track(self, vision, batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
         tracker = self.model.tracker_model

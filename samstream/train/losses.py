@@ -36,6 +36,10 @@ class LossWeights(BaseModel):
     dense: float = Field(0.0, ge=0)
     # the frame's other objects matched to free queries: their box and mask losses x this (scores taught 0); 0 = off
     instances: float = Field(0.0, ge=0)
+    # True: the `instances` loss reaches only the heads (mask embedders, instance projection, box head), through
+    # detached query states and pixel features (TrainModule.instance_heads). The scores read the same query states;
+    # the full loss reshapes them and the scores stop following the words (model card, "Session 21").
+    instances_heads_only: bool = False
 
 
 def box_giou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -121,11 +125,14 @@ def match_batch(out, targets: list[DetectionTarget], weights: LossWeights) -> Ma
 
 
 def detection_loss(out, targets: list[DetectionTarget], weights: LossWeights,
-                   negative_queries: bool = False, matches: Matches | None = None) -> dict[str, torch.Tensor]:
+                   negative_queries: bool = False, matches: Matches | None = None,
+                   instance_out=None) -> dict[str, torch.Tensor]:
     """SAM3's detector losses over a batch; returns each term (weighted) and their sum as 'loss'.
     `negative_queries`: also teach every query of a negative sample a score of 0 (DETR's way). SAM3 leaves
     negatives to the presence head alone; a small model trained from scratch learns presence slowly, and until
-    it does, query scores on negatives are untrained. `matches`: from `match_batch` (computed here if None)."""
+    it does, query scores on negatives are untrained. `matches`: from `match_batch` (computed here if None).
+    `instance_out`: the boxes and masks (`pred_boxes`, `pred_masks`) the `instances` loss reads, if not `out`'s
+    (the same values through another gradient path: `TrainModule.instance_heads`)."""
     if matches is None:
         matches = match_batch(out, targets, weights)
     device = out.pred_logits.device
@@ -139,11 +146,12 @@ def detection_loss(out, targets: list[DetectionTarget], weights: LossWeights,
         target = target.on(device)
         keep = (~target.ignore).float().flatten()
         if weights.instances > 0:
-            q, t = match_others(out.pred_boxes[b], out.pred_masks[b], target, matches[b][0], weights)
+            free = out if instance_out is None else instance_out
+            q, t = match_others(free.pred_boxes[b], free.pred_masks[b], target, matches[b][0], weights)
             if len(q):
                 terms["instances"] = terms["instances"] + _shape_loss(
-                    out.pred_boxes[b][q], out.pred_masks[b][q], target.others_boxes[t], target.others_masks[t], keep,
-                    weights)
+                    free.pred_boxes[b][q], free.pred_masks[b][q], target.others_boxes[t], target.others_masks[t],
+                    keep, weights)
                 others += len(q)
         if out.semantic_seg is not None:
             union = target.masks.amax(0) if len(target.masks) else torch.zeros(mask_size, device=device)
