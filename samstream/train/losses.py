@@ -142,11 +142,11 @@ def detection_loss(out, targets: list[DetectionTarget], weights: LossWeights,
     present = torch.tensor([len(t.masks) > 0 for t in targets], dtype=torch.float32, device=device)
     terms["presence"] = F.binary_cross_entropy_with_logits(out.presence_logits.reshape(-1), present)
     matched = others = 0
+    free = out if instance_out is None else instance_out  # what the `instances` loss reads
     for b, target in enumerate(targets):
         target = target.on(device)
         keep = (~target.ignore).float().flatten()
         if weights.instances > 0:
-            free = out if instance_out is None else instance_out
             q, t = match_others(free.pred_boxes[b], free.pred_masks[b], target, matches[b][0], weights)
             if len(q):
                 terms["instances"] = terms["instances"] + _shape_loss(
