@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from transformers import Sam3VideoConfig, Sam3VideoModel
 
-from samstream.model.loader import load_segmenter, resolve_device
+from samstream.model.loader import autocast_dtype, load_segmenter, resolve_device
 from samstream.model.sam3 import Sam3Segmenter
 from samstream.model.segmenter import ModelInfo
 from samstream.model.tiny import SMALL, build_tiny_model, tiny_video_config
@@ -47,7 +47,7 @@ def _median_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> 
     return round(statistics.median(_time_ms(fn, device) for _ in range(repeats)), 2)
 
 
-def _segmenter(preset: str, device: torch.device) -> Sam3Segmenter:
+def _segmenter(preset: str, device: torch.device, precision: str = "auto") -> Sam3Segmenter:
     if preset == "tiny":
         model, tokenizer = build_tiny_model()
     else:
@@ -62,7 +62,7 @@ def _segmenter(preset: str, device: torch.device) -> Sam3Segmenter:
     image_size = model.config.detector_config.vision_config.backbone_config.image_size
     info = ModelInfo(name=preset, parameters=sum(p.numel() for p in model.parameters()), trained=False,
                      score_threshold=0.0, birth_threshold=0.0, image_size=image_size, device=str(device))
-    return Sam3Segmenter(model, tokenizer, info)
+    return Sam3Segmenter(model, tokenizer, info, autocast_dtype=autocast_dtype(precision, device))
 
 
 class _MaskHeadTimer:
@@ -96,8 +96,8 @@ def _split_median_ms(fn: Callable[[], object], timer: _MaskHeadTimer, repeats: i
     return tuple(round(statistics.median(values), 2) for values in (totals, masks, rest))  # type: ignore[return-value]
 
 
-def bench_preset(preset: str, device: torch.device, repeats: int) -> dict:
-    seg = _segmenter(preset, device)
+def bench_preset(preset: str, device: torch.device, repeats: int, precision: str = "auto") -> dict:
+    seg = _segmenter(preset, device, precision)
     frame = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), dtype=np.uint8)
     report: dict = {"parameters_m": round(seg.info.parameters / 1e6, 2), "image_size": seg.info.image_size}
     with torch.inference_mode():
@@ -142,16 +142,17 @@ def bench_preset(preset: str, device: torch.device, repeats: int) -> dict:
     return report
 
 
-def bench_model(device: str = "auto", full: bool = False, repeats: int = 5) -> dict:
+def bench_model(device: str = "auto", full: bool = False, repeats: int = 5, precision: str = "auto") -> dict:
     torch_device = resolve_device(device)
     presets = ["tiny", "small"] + (["full"] if full else [])
     results = {}
     for preset in presets:
-        results[preset] = bench_preset(preset, torch_device, repeats)
+        results[preset] = bench_preset(preset, torch_device, repeats, precision)
         results[preset]["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return {
         "benchmark": "model",
         "device": str(torch_device),
+        "precision": precision,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
@@ -224,14 +225,15 @@ def _object_costs(seg: Sam3Segmenter, frame: np.ndarray, shapes: list[np.ndarray
     return costs, [round(a / b, 2) for a, b in zip(most, one)]
 
 
-def bench_tracker(device: str = "auto", frames: int = 10_000, repeats: int = 5, model: str | None = None) -> dict:
+def bench_tracker(device: str = "auto", frames: int = 10_000, repeats: int = 5, model: str | None = None,
+                  precision: str = "auto") -> dict:
     """Per-frame tracker cost by object count, keyframe vs not, and resident memory over an endless stream
     (the default model: the shipped trained one, so propagated masks are object-sized as in use; 1280x720
     frames of drawn shapes for the costs, 64x48 frames for the long run)."""
     from samstream.tracker.session import TrackerConfig, TrackingSession
 
     torch_device = resolve_device(device)
-    seg = load_segmenter(model, device=str(torch_device))
+    seg = load_segmenter(model, device=str(torch_device), precision=precision)
     frame, shapes = _object_scene()
     with torch.inference_mode():
         vision_ms = _median_ms(lambda: seg.encode_frame(frame), repeats, torch_device)
@@ -250,6 +252,7 @@ def bench_tracker(device: str = "auto", frames: int = 10_000, repeats: int = 5, 
     return {
         "benchmark": "tracker",
         "device": str(torch_device),
+        "precision": precision,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "repeats": repeats,

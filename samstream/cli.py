@@ -40,7 +40,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    "shipped small model) or builtin:tiny-random")
     p.add_argument("--adapters", help="SAM3-I adapter file (default: the model folder's, else identity)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU; bf16 also runs on a CPU with native bf16 "
+                        "(AVX512-BF16 or AMX)")
     p.add_argument("--image-size", type=_positive_int, help="model input size override (e.g. 560 or 1008 for SAM3)")
     p.add_argument("--compile", action="store_true", help="torch.compile the vision backbone (CUDA)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
@@ -105,12 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="attention heads of the text adapters in that checkpoint (SAM3-I paper: 4)")
 
     bench = sub.add_parser("bench", help="benchmarks (results as JSON; see docs/benchmarks.md)")
-    bench.add_argument("what", choices=["model", "tracker"])
+    bench.add_argument("what", choices=["model", "tracker", "train"])
     bench.add_argument("--full", action="store_true", help="also the full-size SAM3 configuration (random weights)")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--repeats", type=_positive_int, default=5)
     bench.add_argument("--frames", type=_positive_int, default=10_000, help="tracker: length of the long run")
     bench.add_argument("--model", help="tracker: the model to track with (default: the shipped small model)")
+    bench.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                       help="model and tracker: autocast as in `samstream run --precision` (train: fp32 and, where "
+                            "native, bf16)")
     bench.add_argument("--out", help="write the JSON here too")
 
     synth = sub.add_parser("synth", help="generate a synthetic dataset with exact ground truth (docs/data.md)")
@@ -387,9 +391,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from samstream.bench import bench_model, bench_tracker
 
     if args.what == "tracker":
-        report = bench_tracker(device=args.device, frames=args.frames, repeats=args.repeats, model=args.model)
+        report = bench_tracker(device=args.device, frames=args.frames, repeats=args.repeats, model=args.model,
+                               precision=args.precision)
+    elif args.what == "train":
+        from samstream.train.bench import bench_train
+
+        report = bench_train(device=args.device, repeats=args.repeats)
     else:
-        report = bench_model(device=args.device, full=args.full, repeats=args.repeats)
+        report = bench_model(device=args.device, full=args.full, repeats=args.repeats, precision=args.precision)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -35,3 +35,15 @@ def test_cli_bench_model_writes_both_presets(tmp_path):
     report = json.loads(out.read_text())
     assert report["benchmark"] == "model" and set(report["results"]) == {"tiny", "small"}
     assert all(row["vision_ms"] > 0 and row["peak_rss_mb"] > 0 for row in report["results"].values())
+
+
+def test_bench_train_times_a_detector_and_a_tracker_step_per_precision():
+    from samstream.model.precision import cpu_has_native_bf16
+    from samstream.train.bench import bench_train
+
+    report = bench_train(device="cpu", repeats=1, model="tiny")
+    expected = {"fp32", "bf16"} if cpu_has_native_bf16() else {"fp32"}
+    assert set(report["steps"]) == expected and report["instructions_per_step"] == 32
+    for row in report["steps"].values():
+        assert row["detector_step_ms"] > 0 and row["tracker_step_ms"] > 0
+    assert ("bf16_speedup" in report) == ("bf16" in expected)

@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoTokenizer, Sam3VideoConfig, Sam3VideoMo
 from samstream.errors import ModelLoadError
 from samstream.model.adapter_io import ADAPTERS_FILE, load_adapters, save_adapters
 from samstream.model.conv_stem import conv_stem_widths, load_with_conv_stem
+from samstream.model.precision import bf16_unsupported_reason
 from samstream.model.sam3 import Sam3Segmenter
 from samstream.model.sam3i import Sam3IAdapters
 from samstream.model.segmenter import ModelInfo
@@ -66,10 +67,11 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
     `sam3_video` checkpoint in transformers format (e.g. 'facebook/sam3').
     `adapters`: a SAM3-I adapter file (ours, see `samstream convert-checkpoint`); by default the model folder's
     `sam3i_adapters.safetensors` when present, else identity adapters (plain SAM3 behaviour at every level).
-    `precision`: fp32, bf16 or fp16 autocast (CUDA only), or auto (bf16 on CUDA, fp32 on CPU).
+    `precision`: fp32, bf16 autocast (CUDA, or a CPU with native bf16), fp16 autocast (CUDA), or auto (bf16 on
+    CUDA, fp32 on CPU).
     `image_size`: input size override; `compile`: torch.compile the vision backbone (CUDA)."""
     torch_device = resolve_device(device)
-    autocast = _autocast_dtype(precision, torch_device)
+    autocast = autocast_dtype(precision, torch_device)
     model = model or default_model()
     if model == BUILTIN_TINY:
         network, tokenizer = build_tiny_model(image_size=image_size)
@@ -157,13 +159,16 @@ def _zoom_rescore(meta: dict, file: Path) -> ZoomRescore | None:
         raise ModelLoadError(f"{file}: zoom_rescore: {e}") from None
 
 
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype `precision` means on `device` (None: fp32); a clear error where it cannot run."""
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     if precision not in PRECISIONS:
         raise ModelLoadError(f"unknown precision {precision!r}: use auto, {', '.join(PRECISIONS)}")
-    if PRECISIONS[precision] is not None and device.type != "cuda":
-        raise ModelLoadError(f"precision {precision} needs a CUDA device; use fp32 on {device.type}")
+    if precision == "bf16" and (reason := bf16_unsupported_reason(device)) is not None:
+        raise ModelLoadError(f"precision bf16: {reason}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ModelLoadError(f"precision fp16 needs a CUDA device; use fp32 or bf16 on {device.type}")
     return PRECISIONS[precision]
 
 

@@ -54,7 +54,7 @@ class Sam3Segmenter:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.image_size = info.image_size
-        self.autocast_dtype = autocast_dtype  # bf16 / fp16 autocast on CUDA; None: the weights' dtype
+        self.autocast_dtype = autocast_dtype  # bf16 / fp16 autocast (bf16 also on CPU); None: the weights' dtype
         detector = model.detector_model
         self.sam3i = Sam3I(detector, adapters if adapters is not None else Sam3IAdapters.fresh(detector))
         self.sam3i.adapters.eval()

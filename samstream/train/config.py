@@ -94,7 +94,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
     # machine
     device: str = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on CUDA
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast (CUDA, or a CPU with native bf16: model/precision.py)
     gradient_checkpointing: bool = False
     threads: int | None = None  # CPU threads (default: torch's)
     # output

@@ -97,6 +97,7 @@ class TrainModule(nn.Module):
         finally:
             for hook in hooks:
                 hook.remove()
+        _losses_in_fp32(out)
         matches = match_batch(out, batch.targets, self.weights)
         instance_out = self.instance_heads(out, head_inputs, batch.levels) if heads_only else None
         losses = detection_loss(out, batch.targets, self.weights, self.negative_queries, matches, instance_out)
@@ -149,11 +150,19 @@ class TrainModule(nn.Module):
                        [cond.object_pointer[i: i + 1]]) for i, gap in enumerate(batch.track_gaps)]
         out, _ = _propagate_group(tracker, second, steps, pixels_dtype(self.model))
         targets = batch.track_targets.to(device)
-        logits = out.raw_masks
+        logits = out.raw_masks.float()
         if logits.shape[-2:] != targets.shape[-2:]:
             logits = nn.functional.interpolate(logits[:, None], size=targets.shape[-2:], mode="bilinear",
                                                align_corners=False)[:, 0]
-        return tracker_loss(logits, out.object_score_logits.reshape(-1), targets, self.weights)
+        return tracker_loss(logits, out.object_score_logits.reshape(-1).float(), targets, self.weights)
+
+
+def _losses_in_fp32(out) -> None:
+    """Upcast the detector's outputs in place (no-op in fp32): under bf16 autocast they come out in bf16, and the
+    matching costs and losses read them."""
+    for key in ("pred_logits", "pred_boxes", "pred_masks", "presence_logits"):
+        if out.get(key) is not None:
+            out[key] = out[key].float()
 
 
 def cross_scores(scoring: nn.Module, decoder_hidden_states: torch.Tensor, text_features: torch.Tensor,

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from samstream.errors import ConfigError
 from samstream.model.loader import load_segmenter, resolve_device, save_segmenter_model
+from samstream.model.precision import bf16_unsupported_reason
 from samstream.train.birth import choose_birth_threshold
 from samstream.train.calibrate import choose_threshold, instance_separation, text_reliance
 from samstream.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -73,7 +74,8 @@ def train_module(config: TrainConfig, trainable, **options) -> TrainModule:
                        object_classes=WORLD_DENSE_CLASSES if objects else None, **options)
 
 
-def _batches(config: TrainConfig, trainable, stage_index: int, rank: int, split: str = "train"):
+def stage_batches(config: TrainConfig, trainable, stage_index: int, rank: int, split: str = "train"):
+    """The endless, seeded batch stream of one stage (per rank; `split="heldout"`: validation and calibration)."""
     stage = config.stages[stage_index]
     seed = config.seed * 1000 + stage_index * 97 + rank
     if stage.task == "objects":
@@ -105,6 +107,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
         torch.cuda.set_device(device)
     if config.threads:
         torch.set_num_threads(config.threads)
+    if config.precision == "bf16" and (reason := bf16_unsupported_reason(device)) is not None:
+        raise ConfigError(f"precision = \"bf16\": {reason}")
     out = Path(config.out)
     trainable = build_trainable(config, device)
     module = train_module(config, trainable, negative_queries=config.negative_queries_of(config.stages[0]),
@@ -137,8 +141,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     runner = module
     if world > 1:
         runner = torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.precision == "bf16" and device.type == "cuda" \
-        else torch.autocast("cpu", enabled=False)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.precision == "bf16" \
+        else torch.autocast(device.type, enabled=False)
     log = (out / "train_log.jsonl").open("a") if rank == 0 else None
     bar = tqdm(total=config.total_steps, initial=step, desc="train", unit="step", disable=not progress or rank != 0)
     started = time.time()
@@ -148,7 +152,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
             stage_start, stage_end = stage_end, stage_end + stage.steps
             if step >= stage_end:
                 continue
-            batches = _batches(config, trainable, index, rank)
+            batches = stage_batches(config, trainable, index, rank)
             batches.skip(step - stage_start)
             frozen = frozen_by_stage[index]
             module.train_tracker = _stage_tracks(config, stage)
@@ -259,12 +263,12 @@ def export(config: TrainConfig, module: TrainModule, trainable, folder: Path, pr
     the model folder."""
     calibration = {"score_threshold": 0.5, "giou": None}
     if config.validation_samples and config.data == "world":
-        calibration = choose_threshold(module, _batches(config, trainable, len(config.stages) - 1, 0, "heldout"),
+        calibration = choose_threshold(module, stage_batches(config, trainable, len(config.stages) - 1, 0, "heldout"),
                                        config.validation_samples, negative_share=config.calibration_negative_share)
         calibration["text_reliance"] = text_reliance(
-            module, _batches(config, trainable, len(config.stages) - 1, 1, "heldout"), config.validation_samples // 2)
+            module, stage_batches(config, trainable, len(config.stages) - 1, 1, "heldout"), config.validation_samples // 2)
         calibration["instances"] = instance_separation(
-            module, _batches(config, trainable, len(config.stages) - 1, 2, "heldout"), config.validation_samples // 2)
+            module, stage_batches(config, trainable, len(config.stages) - 1, 2, "heldout"), config.validation_samples // 2)
     if config.mode == "lora":
         merge_lora(trainable.model)
     model = trainable.model.cpu().eval()

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from samstream.data.world import make_scene, render
 from samstream.errors import ModelLoadError
 from samstream.model.loader import BUILTIN_TINY, load_segmenter, save_segmenter_model
+from samstream.model.precision import cpu_has_native_bf16
 from samstream.model.tiny import build_tiny_model
 
 
@@ -60,10 +62,31 @@ def test_image_size_override_keeps_weights_and_changes_input(realshort):
         load_segmenter(BUILTIN_TINY, device="cpu", image_size=100)
 
 
-def test_half_precision_needs_cuda():
-    with pytest.raises(ModelLoadError, match="precision bf16 needs a CUDA device"):
-        load_segmenter(BUILTIN_TINY, device="cpu", precision="bf16")
+def test_fp16_needs_cuda_and_auto_is_fp32_on_cpu():
+    with pytest.raises(ModelLoadError, match="precision fp16 needs a CUDA device"):
+        load_segmenter(BUILTIN_TINY, device="cpu", precision="fp16")
     assert load_segmenter(BUILTIN_TINY, device="cpu", precision="auto").autocast_dtype is None
+
+
+def test_bf16_on_a_cpu_segments_like_fp32_where_the_cpu_has_native_bf16():
+    """bf16 autocast on CPU (AVX512-BF16 / AMX): the shipped model finds the same object as in fp32; a CPU without
+    native bf16 refuses it (emulated bf16 is slower than fp32)."""
+    if not cpu_has_native_bf16():
+        with pytest.raises(ModelLoadError, match="precision bf16: this CPU has no native bf16"):
+            load_segmenter(None, device="cpu", precision="bf16")
+        return
+    scene = make_scene(3, 1, min_objects=3, max_objects=3)
+    rgb, visible = render(scene, 0, 224, 224)
+    largest = max(scene.objects, key=lambda o: visible[o.id].sum())
+    text = f"the {largest.colour} {largest.shape}"
+    fp32, bf16 = load_segmenter(None, device="cpu"), load_segmenter(None, device="cpu", precision="bf16")
+    assert bf16.autocast_dtype == torch.bfloat16 and fp32.autocast_dtype is None
+    a = fp32.detect(fp32.encode_frame(rgb), [text], ["simple"])[0]
+    b = bf16.detect(bf16.encode_frame(rgb), [text], ["simple"])[0]
+    union_a, union_b = a.masks.any(0), b.masks.any(0)
+    assert (union_a & visible[largest.id]).sum() > 0.5 * visible[largest.id].sum()  # fp32 finds the object
+    assert (union_a & union_b).sum() / (union_a | union_b).sum() > 0.9
+    assert abs(float(a.scores.max()) - float(b.scores.max())) < 0.05
 
 
 def _with_meta(tmp_path, meta: dict):

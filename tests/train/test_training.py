@@ -278,11 +278,11 @@ def test_a_stage_can_scale_its_learning_rate():
 def test_a_stage_draws_its_own_share_of_negatives():
     from types import SimpleNamespace
 
-    from samstream.train.trainer import _batches
+    from samstream.train.trainer import stage_batches
 
     run = TrainConfig(negative_rate=0.0, stages=[Stage(steps=1), Stage(steps=1, negative_rate=0.8)])
     sizes = SimpleNamespace(image_size=64, mask_size=16)
-    negatives = [sum(len(t.masks) == 0 for t in _batches(run, sizes, index, 0).sample(40).targets) / 80
+    negatives = [sum(len(t.masks) == 0 for t in stage_batches(run, sizes, index, 0).sample(40).targets) / 80
                  for index in (0, 1)]
     assert negatives[0] < 0.2 < 0.6 < negatives[1]  # (a frame with nothing in view is a negative too)
 
@@ -291,11 +291,11 @@ def test_contrast_pairs_ask_one_frame_two_instructions_one_word_apart():
     from types import SimpleNamespace
 
     from samstream.data.world import COLOURS
-    from samstream.train.trainer import _batches
+    from samstream.train.trainer import stage_batches
 
     sizes = SimpleNamespace(image_size=64, mask_size=16)
     run = TrainConfig(instructions_per_frame=2, contrast_rate=1.0, stages=[Stage(steps=1)])
-    batch = _batches(run, sizes, 0, 0).sample(12)
+    batch = stage_batches(run, sizes, 0, 0).sample(12)
     assert batch.frames == [row for row in range(24) for _ in range(2)]  # two instructions per frame, in pixel order
     pairs = [batch.texts[i:i + 2] for i in range(0, len(batch.texts), 2)]
     one_word = [len(x.split()) == len(y.split()) and sum(a != b for a, b in zip(x.split(), y.split())) == 1
@@ -303,12 +303,12 @@ def test_contrast_pairs_ask_one_frame_two_instructions_one_word_apart():
     assert sum(one_word) >= 20  # every frame with a coloured object in view
     assert any(len(batch.targets[i + 1].masks) == 0 for i in range(0, 48, 2))  # some swaps name nothing present
     colours = TrainConfig(instructions_per_frame=2, contrast_rate=1.0, contrast_shape_share=0.0, stages=[Stage(steps=1)])
-    texts = _batches(colours, sizes, 0, 0).sample(12).texts
+    texts = stage_batches(colours, sizes, 0, 0).sample(12).texts
     differ = [[{a, b} for a, b in zip(x.split(), y.split()) if a != b] for x, y in zip(texts[::2], texts[1::2])
               if len(x.split()) == len(y.split())]
     swapped = [words[0] for words in differ if len(words) == 1]  # the contrast pairs (a frame with nothing coloured
     assert len(swapped) >= 20 and all(words <= set(COLOURS) for words in swapped)  # in view gets two others)
-    validation = _batches(run, sizes, 0, 0, split="heldout").sample(4)
+    validation = stage_batches(run, sizes, 0, 0, split="heldout").sample(4)
     assert validation.frames is None  # validation asks one instruction per frame, as in use
     with pytest.raises(ValueError, match="instructions_per_frame >= 2"):
         TrainConfig(contrast_rate=0.5)
@@ -317,12 +317,12 @@ def test_contrast_pairs_ask_one_frame_two_instructions_one_word_apart():
 def test_palette_scenes_share_colours_in_training_and_validation_keeps_the_usual_scenes():
     from types import SimpleNamespace
 
-    from samstream.train.trainer import _batches
+    from samstream.train.trainer import stage_batches
 
     sizes = SimpleNamespace(image_size=64, mask_size=16)
 
     def colours_per_frame(run: TrainConfig) -> list[int]:
-        labels = _batches(run, sizes, 0, 0).sample(24).dense_labels
+        labels = stage_batches(run, sizes, 0, 0).sample(24).dense_labels
         present = labels["colour"][:, 1:].flatten(2).amax(-1) > 0  # (frames, colours): any pixel of that colour
         return present.sum(-1).tolist()
 
@@ -330,7 +330,7 @@ def test_palette_scenes_share_colours_in_training_and_validation_keeps_the_usual
     shared = colours_per_frame(TrainConfig(palette_rate=1.0, **dense))
     free = colours_per_frame(TrainConfig(palette_rate=0.0, **dense))
     assert max(shared) <= 2 and max(free) >= 4
-    assert _batches(TrainConfig(palette_rate=1.0, **dense), sizes, 0, 0, split="heldout").palette_rate == 0.0
+    assert stage_batches(TrainConfig(palette_rate=1.0, **dense), sizes, 0, 0, split="heldout").palette_rate == 0.0
     with pytest.raises(ValueError, match="palette_rate"):
         TrainConfig(data="annotations.json", palette_rate=0.5)
 
@@ -345,3 +345,27 @@ def test_a_stage_can_turn_negative_query_scores_off_and_the_next_inherits_them(t
     assert [r["stage"] for r in log] == ["presence only"] * 2 + ["scores too"] * 2
     assert all(r["cls"] == 0 for r in log[:2])  # only negatives, and they teach no query score here
     assert all(r["cls"] > 0 for r in log[2:])
+
+
+def test_bf16_training_on_a_cpu_with_native_bf16(tmp_path):
+    """`precision = "bf16"` autocasts the forward on a CPU with AVX512-BF16 / AMX (model/precision.py); the losses
+    stay in fp32 and start where fp32's do, the weights stay fp32. A CPU without native bf16 refuses the config."""
+    from samstream.model.precision import cpu_has_native_bf16
+
+    stages = [Stage(steps=2, train_tracker=True)]
+    bf16 = config(tmp_path / "bf16", model="tiny", tokenizer_scenes=20, stages=stages, validation_samples=0,
+                  precision="bf16", batch_pairs=2)
+    if not cpu_has_native_bf16():
+        with pytest.raises(ConfigError, match="this CPU has no native bf16"):
+            train(bf16, progress=False)
+        return
+    fp32 = bf16.model_copy(update={"precision": "fp32", "out": str(tmp_path / "fp32" / "run")})
+    logs = {}
+    for cfg in (fp32, bf16):
+        folder = train(cfg, progress=False)
+        logs[cfg.precision] = [json.loads(line) for line in (Path(cfg.out) / "train_log.jsonl").read_text().splitlines()]
+        assert all(v.dtype == torch.float32 for v in load_file(folder / "model.safetensors").values())
+    first = {precision: rows[0] for precision, rows in logs.items()}
+    for term in ("loss", "cls", "dice", "track_mask"):
+        assert torch.isfinite(torch.tensor([row[term] for row in logs["bf16"]])).all()
+        assert abs(first["bf16"][term] - first["fp32"][term]) <= 0.05 * abs(first["fp32"][term]) + 1e-3, term
