@@ -19,7 +19,7 @@ from tqdm import tqdm
 from samstream.data.engine import instruction_set
 from samstream.data.formats import decode_rle, load_dataset
 from samstream.eval.segmentation import (OUTCOMES, SIZE_BINS, SampleResult, by_size, score_sample, summarize,
-                                         summarize_kinds, summarize_outcomes, summarize_sizes)
+                                         summarize_kinds, summarize_outcomes, summarize_sizes, summarize_templates)
 from samstream.eval.tracking import TrackSequence, _rle, tracking_metrics
 from samstream.model.levels import LEVELS
 from samstream.model.segmenter import Segmenter
@@ -87,9 +87,10 @@ def evaluate_images(segmenter: Segmenter, data_dir: Path, max_items: int | None 
                     truth |= mask
                 else:
                     others |= mask
-            samples.append(score_sample(record["level"], prediction, truth, record.get("kind", ""), others))
+            samples.append(score_sample(record["level"], prediction, truth, record.get("kind", ""), others,
+                                        record.get("template", "")))
     return {"levels": summarize(samples), "sizes": summarize_sizes(samples), "kinds": summarize_kinds(samples),
-            "outcomes": summarize_outcomes(samples),
+            "outcomes": summarize_outcomes(samples), "templates": summarize_templates(samples),
             "instructions": len(samples),
             "images": len(images)}
 

@@ -44,6 +44,7 @@ class SampleResult:
     kind: str = ""  # the instruction's kind (concept, attribute, position, ..., negative), where known
     target_pixels: int = 0
     other_pixels: int | None = None  # predicted pixels on the frame's objects the instruction does not name
+    template: str = ""  # the instruction engine's template id (e.g. "complex/function/4"), where known
 
     @property
     def iou(self) -> float:
@@ -69,7 +70,7 @@ OUTCOMES = ("found", "nothing", "wrong object", "with others", "partial")
 
 
 def score_sample(level: str, prediction: np.ndarray, truth: np.ndarray, kind: str = "",
-                 others: np.ndarray | None = None) -> SampleResult:
+                 others: np.ndarray | None = None, template: str = "") -> SampleResult:
     """(H, W) bool prediction and ground-truth unions -> one sample's counts. `others`: the union of the frame's
     objects the instruction does not name, where known (for `SampleResult.outcome`)."""
     for name, array in (("ground truth", truth), ("other objects", others)):
@@ -79,7 +80,7 @@ def score_sample(level: str, prediction: np.ndarray, truth: np.ndarray, kind: st
     union = int(np.logical_or(prediction, truth).sum())
     other = None if others is None else int(np.logical_and(prediction, others & ~truth).sum())
     return SampleResult(level, not truth.any(), inter, union, int(prediction.sum()), float(truth.mean()), kind,
-                        int(truth.sum()), other)
+                        int(truth.sum()), other, template)
 
 
 SIZE_BINS = (("small", 0.0, 0.01), ("medium", 0.01, 0.04), ("large", 0.04, 1.01))  # share of the frame: [lo, hi)
@@ -111,6 +112,16 @@ def summarize_kinds(samples: list[SampleResult]) -> dict:
             groups[f"{s.level}/{s.kind}"].append(s)
     return {name: _summary(groups[name]) for name in sorted(groups, key=lambda n: (LEVELS.index(n.split("/")[0])
                                                                                    if n.split("/")[0] in LEVELS else 99, n))}
+
+
+def summarize_templates(samples: list[SampleResult]) -> dict:
+    """{template id: summary} for samples whose template is known: a phrasing the model does not generalize to
+    shows here, under its kind's average (docs/evaluation.md)."""
+    groups: dict[str, list[SampleResult]] = defaultdict(list)
+    for s in samples:
+        if s.template:
+            groups[s.template].append(s)
+    return {name: _summary(groups[name]) for name in sorted(groups)}
 
 
 def summarize_outcomes(samples: list[SampleResult]) -> dict:

@@ -75,6 +75,9 @@ class TrainConfig(BaseModel):
     # world data: the share of training scenes whose objects share one or two colours, so that shape words, not
     # colour words alone, have to pick the targets (make_scene's `palette`); validation keeps the usual scenes
     palette_rate: float = Field(0.0, ge=0, le=1)
+    # the share of training instructions given word noise: some function words dropped, random strings inserted
+    # (train/word_noise.py), so the content words, not the templates' scaffolding, are what the model reads
+    word_noise_rate: float = Field(0.0, ge=0, le=1)
     max_gap: int = Field(6, ge=1)  # tracker pairs are 1..max_gap frames apart
     loss_weights: LossWeights = Field(default_factory=LossWeights)
     negative_queries: bool = False  # negatives also teach query scores 0 (SAM3: presence only)

@@ -24,6 +24,7 @@ from samstream.train.dense import WORLD_DENSE_CLASSES, object_accuracy
 from samstream.train.forward import TrainModule
 from samstream.train.object_batches import ObjectBatches
 from samstream.train.setup import build_trainable, merge_lora, trainable_parameters
+from samstream.train.word_noise import WordNoise
 from samstream.train.world_batches import WorldBatches
 
 TRACKER_PREFIXES = ("model.tracker_model.", "model.tracker_neck.")
@@ -80,6 +81,13 @@ def stage_batches(config: TrainConfig, trainable, stage_index: int, rank: int, s
     seed = config.seed * 1000 + stage_index * 97 + rank
     if stage.task == "objects":
         return ObjectBatches(trainable.image_size, _grid(trainable), seed=seed, mosaic_rate=stage.mosaic_rate)
+    batches = _instruction_batches(config, trainable, stage, seed, split)
+    if config.word_noise_rate > 0 and split == "train":
+        return WordNoise(batches, config.word_noise_rate, seed)
+    return batches
+
+
+def _instruction_batches(config: TrainConfig, trainable, stage: Stage, seed: int, split: str):
     if config.data == "world":
         return WorldBatches(trainable.image_size, trainable.mask_size, seed=seed,
                             split=split, negative_rate=config.negative_rate_of(stage), level_weights=stage.levels,

@@ -115,6 +115,9 @@ def test_an_oracle_scores_perfectly(dataset):
     assert sum(k["samples"] + k["negatives"] for k in kinds.values()) == report["images"]["instructions"]
     assert "concept/negative" in kinds or "simple/negative" in kinds or "complex/negative" in kinds
     assert all(k["gIoU"] in (None, 1.0) for k in kinds.values())
+    templates = report["images"]["templates"]  # ... and in exactly one template row
+    assert sum(t["samples"] + t["negatives"] for t in templates.values()) == report["images"]["instructions"]
+    assert all(name.split("/")[0] in ("concept", "simple", "complex") for name in templates)
     outcomes = report["images"]["outcomes"]  # every sample with targets found, none merged with other objects
     assert outcomes["all"]["samples"] == images["all"]["samples"] and outcomes["all"]["found"] == 1.0
     videos = report["videos"]["levels"]["all"]

@@ -5,7 +5,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from samstream.eval.segmentation import (OUTCOMES, score_sample, summarize, summarize_kinds, summarize_outcomes,
-                                         summarize_sizes)
+                                         summarize_sizes, summarize_templates)
 
 
 def square(size, y, x, h, w):
@@ -85,6 +85,21 @@ def test_kinds_split_each_level_by_instruction_kind():
     assert list(kinds) == ["concept/negative", "simple/position", "simple/size"]  # levels in LEVELS order
     assert kinds["simple/position"]["gIoU"] == pytest.approx(0.5) and kinds["simple/size"]["gIoU"] == 1.0
     assert kinds["concept/negative"]["no_target_accuracy"] == 0.0 and kinds["concept/negative"]["samples"] == 0
+
+
+def test_templates_split_a_kind_by_its_phrasing():
+    size = (20, 20)
+    hit = square(size, 0, 0, 5, 5)
+    samples = [
+        score_sample("complex", hit, hit, "function", template="complex/function/4"),
+        score_sample("complex", np.zeros(size, bool), hit, "function", template="complex/function/5"),
+        score_sample("complex", hit, np.zeros(size, bool), "negative", template="complex/function/5"),
+        score_sample("complex", hit, hit, "function"),  # template unknown: left out
+    ]
+    templates = summarize_templates(samples)
+    assert list(templates) == ["complex/function/4", "complex/function/5"]
+    assert templates["complex/function/4"]["gIoU"] == 1.0 and templates["complex/function/5"]["gIoU"] == 0.0
+    assert templates["complex/function/5"]["negatives"] == 1 and templates["complex/function/5"]["no_target_accuracy"] == 0.0
 
 
 def test_outcomes_tell_grounding_errors_from_mask_errors():
