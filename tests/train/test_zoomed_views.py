@@ -9,7 +9,7 @@ import torch
 
 from samstream.errors import ConfigError
 from samstream.train.config import Stage, TrainConfig, load_config
-from samstream.train.trainer import _batches
+from samstream.train.trainer import stage_batches
 from samstream.train.world_batches import WorldBatches
 
 
@@ -28,8 +28,8 @@ def test_zoomed_pairs_show_one_object_large_and_validation_sees_whole_frames():
     assert largest_share(zoomed) > 2 * largest_share(whole)
     run = TrainConfig(model="tiny", zoom_rate=0.0, stages=[Stage(steps=1, zoom_rate=1.0)])
     trainable = SimpleNamespace(image_size=64, mask_size=32)
-    assert _batches(run, trainable, 0, 0).zoom_rate == 1.0  # the stage's rate
-    assert _batches(run, trainable, 0, 0, "heldout").zoom_rate == 0.0
+    assert stage_batches(run, trainable, 0, 0).zoom_rate == 1.0  # the stage's rate
+    assert stage_batches(run, trainable, 0, 0, "heldout").zoom_rate == 0.0
 
 
 def test_zoomed_views_need_world_data_and_a_range(tmp_path):
