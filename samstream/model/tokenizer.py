@@ -31,15 +31,19 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_bpe_tokenizer(corpus: list[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
+def build_bpe_tokenizer(corpus: list[str], vocab_size: int = 512, prefix_space: bool = False) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on `corpus` (instructions), CLIP's special tokens, lower-cased. Any
     text still encodes (bytes are the base alphabet); frequent words become one token, so SAM3's 32-token context
-    holds whole instructions. Deterministic for the same corpus."""
+    holds whole instructions. Deterministic for the same corpus.
+
+    `prefix_space`: a space before the text, so its first word is the same token as that word anywhere else, as
+    in CLIP's word-level tokenizer. Without it "hexagon" and "the hexagon" name the shape with two tokens, and a
+    word that starts no training instruction ("a hexagon") starts with a token training never saw."""
     from tokenizers import trainers
 
     core = Tokenizer(models.BPE())
     core.normalizer = normalizers.Lowercase()
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space, use_regex=True)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())

@@ -56,6 +56,8 @@ class TrainConfig(BaseModel):
     # with a convolutional patch embedding), "tiny" or "tiny-stem" (for tests): a new model; else
     # "builtin:small" (the shipped weights), a sam3_video folder or a hub id to start from
     tokenizer_scenes: int = Field(1500, gt=0)  # new models: world scenes whose instructions train the BPE
+    # new models: a word is one token wherever it stands, first or not (model/tokenizer.build_bpe_tokenizer)
+    tokenizer_prefix_space: bool = False
     # how the text encoder starts (setup.identity_text_start): new models default to CLIP's start; a loaded model
     # keeps its own unless "identity" restarts it (e.g. the shipped model's, which ignores its instruction)
     text_init: Literal["clip", "identity"] | None = None

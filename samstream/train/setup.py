@@ -58,7 +58,8 @@ def build_trainable(config: TrainConfig, device: torch.device) -> Trainable:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     if config.model in NEW_MODEL_SIZES:
-        tokenizer = build_bpe_tokenizer(instruction_corpus(config.tokenizer_scenes), TOKENIZER_VOCAB)
+        tokenizer = build_bpe_tokenizer(instruction_corpus(config.tokenizer_scenes), TOKENIZER_VOCAB,
+                                        prefix_space=config.tokenizer_prefix_space)
         model = Sam3VideoModel(tiny_video_config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                                  eos_token_id=tokenizer.eos_token_id, **NEW_MODEL_SIZES[config.model]))
         install_conv_stem(model)
