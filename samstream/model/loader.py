@@ -77,7 +77,7 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
         network, tokenizer = build_tiny_model(image_size=image_size)
         name, trained = BUILTIN_TINY, False
         threshold, birth = UNTRAINED_SCORE_THRESHOLD, UNTRAINED_BIRTH_THRESHOLD
-        box_crop = zoom = None
+        box_crop = zoom = presence = None
     else:
         name = model
         if model == BUILTIN_SMALL:
@@ -92,6 +92,7 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
             trained = bool(meta.get("trained", True))
         box_crop = _box_crop_margin(meta, Path(model).expanduser() / MODEL_META_FILE)
         zoom = _zoom_rescore(meta, Path(model).expanduser() / MODEL_META_FILE)
+        presence = _presence_threshold(meta, Path(model).expanduser() / MODEL_META_FILE)
         bundled = Path(model).expanduser() / ADAPTERS_FILE
         if adapters is None and bundled.is_file():
             adapters = str(bundled)
@@ -104,7 +105,7 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
     info = ModelInfo(name=name, parameters=parameters, trained=trained, score_threshold=threshold,
                      birth_threshold=birth, image_size=image_size, device=str(torch_device),
                      adapters=adapters or "identity (SAM3 behaviour at every level)", box_crop_margin=box_crop,
-                     zoom_rescore=zoom)
+                     zoom_rescore=zoom, presence_threshold=presence)
     segmenter = Sam3Segmenter(network, tokenizer, info, adapters=loaded, autocast_dtype=autocast)
     if compile:
         if torch_device.type != "cuda":
@@ -143,6 +144,16 @@ def _box_crop_margin(meta: dict, file: Path) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 0.5:
         raise ModelLoadError(f"{file}: box_crop_margin must be null or a number in [0, 0.5], not {value!r}")
+    return float(value)
+
+
+def _presence_threshold(meta: dict, file: Path) -> float | None:
+    """`presence_threshold` of a model's samstream.json: None (off) or a probability in [0, 1]."""
+    value = meta.get("presence_threshold")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ModelLoadError(f"{file}: presence_threshold must be null or a number in [0, 1], not {value!r}")
     return float(value)
 
 

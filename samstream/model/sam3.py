@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -121,8 +121,15 @@ class Sam3Segmenter:
         text = _PooledText(pooler_output=embeds)
         with self.sam3i.routing(levels):
             out = self.model.detector_model(vision_embeds=vision, text_embeds=text, attention_mask=mask)
-        scores = out.pred_logits.sigmoid() * out.presence_logits.sigmoid()  # (n, Q): p(match | present) * p(present)
-        found = [self._postprocess(out.pred_masks[i], out.pred_boxes[i], scores[i], features) for i in range(n)]
+        presence = out.presence_logits.sigmoid().reshape(n, -1)[:, :1]  # (n, 1): p(present)
+        scores = out.pred_logits.sigmoid() * presence  # (n, Q): p(match | present) * p(present)
+        gate = self.info.presence_threshold
+        found = []
+        for i in range(n):
+            present = float(presence[i])
+            found.append(replace(self._nothing(features) if gate is not None and present < gate else
+                                 self._postprocess(out.pred_masks[i], out.pred_boxes[i], scores[i], features),
+                                 presence=present))
         if self.info.zoom_rescore is not None and data.rgb is not None:
             found = self._rescore_zoomed(data.rgb, instructions, levels, found)
         return found
@@ -170,14 +177,18 @@ class Sam3Segmenter:
             k = min(len(det), zoom.max_candidates)
             final = combine(det.scores[:k], zoomed[i][:k], zoom.weight)
             order = np.argsort(-final, kind="stable")
-            rescored.append(Detections(masks=masks[i][:k][order], scores=final[order]))
+            rescored.append(Detections(masks=masks[i][:k][order], scores=final[order], presence=det.presence))
         return rescored
+
+    @staticmethod
+    def _nothing(features: FrameFeatures) -> Detections:
+        return Detections(np.zeros((0, features.height, features.width), bool), np.zeros(0, np.float32))
 
     def _postprocess(self, mask_logits: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor,
                      features: FrameFeatures) -> Detections:
         keep = torch.nonzero(scores > CANDIDATE_FLOOR).squeeze(1)
         if keep.numel() == 0:
-            return Detections(np.zeros((0, features.height, features.width), bool), np.zeros(0, np.float32))
+            return self._nothing(features)
         logits = mask_logits[keep].float()  # (k, h, w) at the model's mask resolution
         if self.info.box_crop_margin is not None:
             logits = crop_to_boxes(logits, boxes[keep].float(), self.info.box_crop_margin)

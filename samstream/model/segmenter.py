@@ -30,6 +30,10 @@ class ModelInfo:
     box_crop_margin: float | None = None
     # look again at each candidate on a magnified view of it (samstream.model.zoom); None: off (SAM3's behaviour)
     zoom_rescore: ZoomRescore | None = None
+    # an instruction whose presence score (SAM3's "is it in this frame at all" head) is under this returns nothing,
+    # whatever its queries score. None: off (SAM3's behaviour: presence only multiplies each query's score). For
+    # small models the presence head tells negatives apart better than the product does (docs/model-card.md)
+    presence_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Detections:
 
     masks: np.ndarray  # (N, H, W) bool
     scores: np.ndarray  # (N,) float32
+    presence: float | None = None  # p(the instruction's object is in the frame at all), where the model says
 
     def __len__(self) -> int:
         return len(self.scores)

@@ -1,6 +1,7 @@
 """Checks of a trained detector on held-out data, recorded in the model folder (not hard-coded):
 - the score threshold: the one that maximises gIoU on positives and no-target accuracy on negatives, weighed
-  by a stated share of negatives (`pick_threshold`);
+  by a stated share of negatives (`pick_threshold`), together with a presence gate (`pick_presence_gate`): an
+  instruction whose presence score is under it returns nothing;
 - text reliance: how well the top-scoring query finds the target given the sample's own instruction versus
   another sample's. A model that ignores its instruction scores the same on both (an objectness detector);
 - instance separation: whether the queries are instances at all. A model whose queries all return one copy
@@ -18,16 +19,20 @@ from samstream.train.world_batches import DetectionTarget, WorldBatches
 THRESHOLDS = np.array([0.02, 0.03, 0.05, 0.07, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55,
                        0.6, 0.65, 0.7, 0.75, 0.8, 0.85])
 NEGATIVE_SHARE = 0.25  # the share of asked instructions assumed to have no target when weighing the two kinds
+PRESENCE_GATES = np.array([0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])  # 0: no gate (SAM3's behaviour)
 
 
 def _vision(module: TrainModule, pixels: torch.Tensor):
     return module.model.detector_model.get_vision_features(pixel_values=pixels.to(next(module.parameters()).device))
 
 
-def _detect(module: TrainModule, vision, texts: list[str], levels: list[str]):
-    """(scores (B, Q), masks (B, Q, m, m) bool) of the detector for these frames' features and instructions."""
+def _detect(module: TrainModule, vision, texts: list[str], levels: list[str], with_presence: bool = False):
+    """(scores (B, Q), masks (B, Q, m, m) bool[, presence (B,)]) of the detector for these frames' features and
+    instructions."""
     out = module.detect(vision, texts, levels)
-    return (out.pred_logits.sigmoid() * out.presence_logits.sigmoid()).float().cpu(), (out.pred_masks > 0).cpu()
+    presence = out.presence_logits.sigmoid().reshape(len(texts), -1)[:, :1]
+    found = (out.pred_logits.sigmoid() * presence).float().cpu(), (out.pred_masks > 0).cpu()
+    return (*found, presence[:, 0].float().cpu()) if with_presence else found
 
 
 def pick_threshold(positive_iou: np.ndarray, negative_empty: np.ndarray, negative_share: float = NEGATIVE_SHARE,
@@ -48,28 +53,48 @@ def pick_threshold(positive_iou: np.ndarray, negative_empty: np.ndarray, negativ
                              for t, o, g, e in zip(thresholds, objective, giou, empty)}}
 
 
+def pick_presence_gate(positive_iou: np.ndarray, negative_empty: np.ndarray, negative_share: float = NEGATIVE_SHARE,
+                       gates: np.ndarray = PRESENCE_GATES, thresholds: np.ndarray = THRESHOLDS) -> dict:
+    """`pick_threshold` under each presence gate: `positive_iou` (P, G, K), `negative_empty` (N, G, K) per gate and
+    score threshold. The gate whose best threshold has the best objective wins; a tie keeps the lower gate (gate 0
+    is none). Returns the winner's `pick_threshold` result with `presence_threshold` (None for no gate) and every
+    gate's best in `by_presence_threshold`."""
+    picks = [pick_threshold(positive_iou[:, g], negative_empty[:, g], negative_share, thresholds)
+             for g in range(len(gates))]
+    best = int(np.argmax([p["objective"] for p in picks]))  # first of equals: the lowest gate
+    chosen = dict(picks[best])
+    chosen["presence_threshold"] = float(gates[best]) if gates[best] > 0 else None
+    chosen["by_presence_threshold"] = {
+        f"{g:g}": {k: p[k] for k in ("score_threshold", "objective", "giou", "no_target_accuracy")}
+        for g, p in zip(gates, picks)}
+    return chosen
+
+
 @torch.no_grad()
 def choose_threshold(module: TrainModule, batches: WorldBatches, samples: int, pairs: int = 8,
                      negative_share: float = NEGATIVE_SHARE) -> dict:
-    """Run the detector on `samples` held-out samples and `pick_threshold` on what each threshold returns."""
+    """Run the detector on `samples` held-out samples and `pick_presence_gate` on what each presence gate and score
+    threshold return."""
     module.eval()
     positive, negative = [], []
+    shape = (len(PRESENCE_GATES), len(THRESHOLDS))
     while len(positive) + len(negative) < samples:
         batch = batches.sample(pairs)
-        scores, masks = _detect(module, _vision(module, batch.pixels), batch.texts, batch.levels)
+        scores, masks, presence = _detect(module, _vision(module, batch.pixels), batch.texts, batch.levels, True)
         for b, target in enumerate(batch.targets):
             truth = (target.masks > 0.5).any(0) if len(target.masks) else torch.zeros(masks.shape[-2:], dtype=torch.bool)
             keep = scores[b][None] > torch.as_tensor(THRESHOLDS, dtype=scores.dtype)[:, None]  # (K, Q)
             pred = (keep[:, :, None, None] & masks[b][None]).any(1)  # (K, m, m): the union returned at each threshold
+            passes = torch.as_tensor(float(presence[b]) >= PRESENCE_GATES)[:, None]  # (G, 1): gated off below
             if truth.any():
                 inter = (pred & truth).flatten(1).sum(-1).float()
                 union = (pred | truth).flatten(1).sum(-1).float()
-                positive.append((inter / union).numpy())
+                positive.append(torch.where(passes, (inter / union)[None], 0.0).numpy())  # (G, K)
             else:
-                negative.append((~pred.flatten(1).any(-1)).numpy())
+                negative.append((~passes | ~pred.flatten(1).any(-1)[None]).numpy())
     module.train()
-    return pick_threshold(np.array(positive).reshape(-1, len(THRESHOLDS)),
-                          np.array(negative).reshape(-1, len(THRESHOLDS)), negative_share)
+    return pick_presence_gate(np.array(positive).reshape(-1, *shape), np.array(negative).reshape(-1, *shape),
+                              negative_share)
 
 
 def _top_query_iou(scores: torch.Tensor, masks: torch.Tensor, target_masks: torch.Tensor) -> float:

@@ -267,8 +267,8 @@ def export_latest(config: TrainConfig, progress: bool = True) -> Path:
 
 
 def export(config: TrainConfig, module: TrainModule, trainable, folder: Path, progress: bool = True) -> Path:
-    """Choose the score threshold (held-out templates) and the birth threshold (tracked held-out clips), and write
-    the model folder."""
+    """Choose the score threshold and presence gate (held-out templates) and the birth threshold (tracked held-out
+    clips), and write the model folder."""
     calibration = {"score_threshold": 0.5, "giou": None}
     if config.validation_samples and config.data == "world":
         calibration = choose_threshold(module, stage_batches(config, trainable, len(config.stages) - 1, 0, "heldout"),
@@ -288,6 +288,8 @@ def export(config: TrainConfig, module: TrainModule, trainable, folder: Path, pr
     threshold = calibration["score_threshold"]
     meta = {"trained": True, "score_threshold": threshold, "birth_threshold": round(min(threshold + BIRTH_MARGIN, 0.95), 2),
             "calibration": calibration, "training": json.loads(config.model_dump_json())}
+    if calibration.get("presence_threshold") is not None:
+        meta["presence_threshold"] = calibration["presence_threshold"]  # before the birth bar: tracking uses it too
     (part / MODEL_META_FILE).write_text(json.dumps(meta, indent=1))
     if config.validation_samples and config.data == "world" and config.birth_calibration_videos:
         # the birth bar is chosen by tracking clips with the exported model itself, as users load it

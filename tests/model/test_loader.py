@@ -108,6 +108,16 @@ def test_box_crop_margin_comes_from_the_model_folder_and_is_checked(tmp_path):
             load_segmenter(folder, device="cpu")
 
 
+def test_presence_threshold_comes_from_the_model_folder_and_is_checked(tmp_path):
+    assert load_segmenter(BUILTIN_TINY, device="cpu").info.presence_threshold is None  # SAM3's behaviour
+    folder = _with_meta(tmp_path, {"score_threshold": 0.3, "presence_threshold": 0.6})
+    assert load_segmenter(folder, device="cpu").info.presence_threshold == 0.6
+    for bad in (1.5, -0.1, "high", True):
+        _with_meta(tmp_path, {"presence_threshold": bad})
+        with pytest.raises(ModelLoadError, match="presence_threshold must be null or a number in"):
+            load_segmenter(folder, device="cpu")
+
+
 def test_box_crop_keeps_each_mask_inside_its_own_box():
     from samstream.model.sam3 import BACKGROUND_LOGIT, crop_to_boxes
 

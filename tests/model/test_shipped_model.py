@@ -39,6 +39,7 @@ def test_the_shipped_model_is_the_default_and_small(shipped):
     assert default_model() == BUILTIN_SMALL and shipped.info.name == BUILTIN_SMALL and shipped.info.trained
     meta = json.loads((SHIPPED_FOLDER / "samstream.json").read_text())
     assert shipped.info.score_threshold == meta["score_threshold"]
+    assert shipped.info.presence_threshold == meta.get("presence_threshold")
     assert shipped.info.birth_threshold == meta["birth_threshold"] == meta["calibration"]["birth"]["birth_threshold"]
     size = sum(f.stat().st_size for f in SHIPPED_FOLDER.iterdir())
     assert size <= 20 * 2**20 and shipped.info.parameters < 10_000_000

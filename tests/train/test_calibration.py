@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from samstream.train.birth import birth_candidates, pick_birth, pick_margin
-from samstream.train.calibrate import pick_threshold, separation_of
+from samstream.train.calibrate import pick_presence_gate, pick_threshold, separation_of
 from samstream.train.world_batches import DetectionTarget
 
 THRESHOLDS = np.array([0.1, 0.2, 0.3])
@@ -39,6 +39,37 @@ def test_drawing_more_negatives_does_not_move_the_threshold():
 def test_no_negatives_drawn_leaves_positives_to_decide():
     picked = pick_threshold(POSITIVE_IOU, np.zeros((0, 3), bool), 0.25, THRESHOLDS)
     assert picked["score_threshold"] == 0.1 and picked["negatives"] == 0
+
+
+def _gated(presence_pos: list[float], presence_neg: list[float], gates: np.ndarray):
+    """POSITIVE_IOU / NEGATIVE_EMPTY as each presence gate leaves them: a sample under the gate returns nothing."""
+    pos = np.stack([np.where(np.array(presence_pos)[:, None] >= g, POSITIVE_IOU, 0.0) for g in gates], 1)
+    neg = np.stack([np.where(np.array(presence_neg)[:, None] >= g, NEGATIVE_EMPTY, True) for g in gates], 1)
+    return pos, neg
+
+
+def test_a_presence_gate_that_drops_only_negatives_wins():
+    gates = np.array([0.0, 0.5, 0.9])
+    # positives are present (0.95, 0.8), negatives mostly not: the 0.5 gate empties three of four negatives
+    pos, neg = _gated([0.95, 0.8], [0.1, 0.2, 0.3, 0.7], gates)
+    picked = pick_presence_gate(pos, neg, 0.25, gates, THRESHOLDS)
+    assert picked["presence_threshold"] == 0.5
+    assert picked["score_threshold"] == 0.1  # behind the gate the lowest bar keeps the positives' best masks
+    assert picked["giou"] == pytest.approx(0.7) and picked["no_target_accuracy"] == pytest.approx(0.75)
+    assert picked["by_presence_threshold"]["0.9"]["giou"] == pytest.approx(0.4)  # 0.9 drops a positive too
+    ungated = picked["by_presence_threshold"]["0"]  # without it the best bar (0.1) keeps every negative's mask
+    assert ungated["score_threshold"] == 0.1 and ungated["no_target_accuracy"] == 0.0
+    assert picked["objective"] == pytest.approx(0.75 * 0.7 + 0.25 * 0.75)
+    assert picked["objective"] > ungated["objective"]
+
+
+def test_a_presence_gate_that_helps_nothing_stays_off():
+    gates = np.array([0.0, 0.5])
+    pos, neg = _gated([0.95, 0.8], [0.9, 0.9, 0.9, 0.9], gates)  # negatives look present: the gate changes nothing
+    picked = pick_presence_gate(pos, neg, 0.25, gates, THRESHOLDS)
+    assert picked["presence_threshold"] is None  # a tie keeps the lower gate, and gate 0 is none
+    assert picked == {**pick_threshold(POSITIVE_IOU, NEGATIVE_EMPTY, 0.25, THRESHOLDS), "presence_threshold": None,
+                      "by_presence_threshold": picked["by_presence_threshold"]}
 
 
 def test_birth_candidates_start_at_the_score_threshold_and_stay_below_one():

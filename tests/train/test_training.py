@@ -93,6 +93,9 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert list(birth["by_birth_threshold"]) == [f"{bar:g}" for bar in birth_candidates(meta["score_threshold"])]
     assert list(birth["by_box_crop_margin"]) == ["none", "0.05"]  # uncropped and cropped masks, both tracked
     assert meta.get("box_crop_margin") == birth["box_crop_margin"] == segmenter.info.box_crop_margin
+    gates = meta["calibration"]["by_presence_threshold"]  # the presence gate is chosen with the score bar
+    assert list(gates) == ["0", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"]
+    assert meta.get("presence_threshold") == meta["calibration"]["presence_threshold"] == segmenter.info.presence_threshold
     reliance = meta["calibration"]["text_reliance"]
     assert reliance["samples"] >= 2 and 0 <= reliance["top_query_iou_other_text"] <= 1
     instances = meta["calibration"]["instances"]  # are the queries instances, or copies of one mask?
