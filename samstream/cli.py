@@ -150,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--export-only", action="store_true",
                        help="only write <out>/model from the newest checkpoint (a run stopped early, or still going)")
 
+    calibrate = sub.add_parser("calibrate", help="re-choose a trained model folder's score threshold, presence gate "
+                                                 "and birth threshold into a new folder (docs/finetuning.md)")
+    calibrate.add_argument("model", help="a model folder `samstream train` wrote, or builtin:small")
+    calibrate.add_argument("--out", required=True, help="new folder to write (the same weights, new samstream.json)")
+    calibrate.add_argument("--samples", type=_positive_int,
+                           help="held-out samples to choose the score threshold on (default: the training run's)")
+    calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
+
     evaluate = sub.add_parser("eval", help="evaluate a model on a dataset: gIoU/cIoU/P@0.5 per level, J&F, HOTA, IDF1")
     evaluate.add_argument("--data", required=True, help="folder with images.json and/or videos.json (samstream synth)")
     evaluate.add_argument("--out", help="write the JSON report here (and a markdown table beside it, .md)")
@@ -177,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         commands = {"run": cmd_run, "worker": cmd_worker, "ingest": cmd_ingest, "results": cmd_results,
                     "convert-checkpoint": cmd_convert, "bench": cmd_bench, "synth": cmd_synth,
-                    "eval-tracking": cmd_eval_tracking, "train": cmd_train, "instructions": cmd_instructions,
+                    "eval-tracking": cmd_eval_tracking, "train": cmd_train, "calibrate": cmd_calibrate, "instructions": cmd_instructions,
                     "eval": cmd_eval}
         return commands[args.command](args)
     except StreamFailed as e:
@@ -240,6 +248,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         folder = train(config, resume=not args.no_resume, progress=not args.quiet)
     print(f"samstream train: model written to {folder} (load it with --model {folder})")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from samstream.train.recalibrate import recalibrate
+
+    folder = recalibrate(args.model, args.out, samples=args.samples, progress=not args.quiet)
+    meta = json.loads((folder / "samstream.json").read_text())
+    gate = meta.get("presence_threshold")
+    print(f"samstream calibrate: {folder} written: score threshold {meta['score_threshold']}, presence gate "
+          f"{'none' if gate is None else gate}, birth threshold {meta['birth_threshold']}")
     return 0
 
 

@@ -266,9 +266,10 @@ def export_latest(config: TrainConfig, progress: bool = True) -> Path:
     return export(config, module, trainable, out / "model", progress=progress)
 
 
-def export(config: TrainConfig, module: TrainModule, trainable, folder: Path, progress: bool = True) -> Path:
+def export(config: TrainConfig, module: TrainModule, trainable, folder: Path, progress: bool = True,
+           training: dict | None = None) -> Path:
     """Choose the score threshold and presence gate (held-out templates) and the birth threshold (tracked held-out
-    clips), and write the model folder."""
+    clips), and write the model folder. `training` is the run recorded in its samstream.json (default: `config`)."""
     calibration = {"score_threshold": 0.5, "giou": None}
     if config.validation_samples and config.data == "world":
         calibration = choose_threshold(module, stage_batches(config, trainable, len(config.stages) - 1, 0, "heldout"),
@@ -287,7 +288,8 @@ def export(config: TrainConfig, module: TrainModule, trainable, folder: Path, pr
     save_segmenter_model(model, trainable.tokenizer, part, trainable.adapters.cpu(), dtype=dtype)
     threshold = calibration["score_threshold"]
     meta = {"trained": True, "score_threshold": threshold, "birth_threshold": round(min(threshold + BIRTH_MARGIN, 0.95), 2),
-            "calibration": calibration, "training": json.loads(config.model_dump_json())}
+            "calibration": calibration,
+            "training": training if training is not None else json.loads(config.model_dump_json())}
     if calibration.get("presence_threshold") is not None:
         meta["presence_threshold"] = calibration["presence_threshold"]  # before the birth bar: tracking uses it too
     (part / MODEL_META_FILE).write_text(json.dumps(meta, indent=1))
