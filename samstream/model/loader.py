@@ -137,24 +137,24 @@ def _model_meta(folder: Path) -> dict:
         raise ModelLoadError(f"{file}: not JSON ({e})") from None
 
 
-def _box_crop_margin(meta: dict, file: Path) -> float | None:
-    """`box_crop_margin` of a model's samstream.json: None (off) or a share of the image in [0, 0.5]."""
-    value = meta.get("box_crop_margin")
+def _optional_number(meta: dict, key: str, low: float, high: float, file: Path) -> float | None:
+    """`key` of a model's samstream.json: None (absent or null: off) or a number in [low, high]."""
+    value = meta.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 0.5:
-        raise ModelLoadError(f"{file}: box_crop_margin must be null or a number in [0, 0.5], not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ModelLoadError(f"{file}: {key} must be null or a number in [{low:g}, {high:g}], not {value!r}")
     return float(value)
+
+
+def _box_crop_margin(meta: dict, file: Path) -> float | None:
+    """`box_crop_margin`: a share of the image each mask is cut to around its box, or None (masks whole)."""
+    return _optional_number(meta, "box_crop_margin", 0, 0.5, file)
 
 
 def _presence_threshold(meta: dict, file: Path) -> float | None:
-    """`presence_threshold` of a model's samstream.json: None (off) or a probability in [0, 1]."""
-    value = meta.get("presence_threshold")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ModelLoadError(f"{file}: presence_threshold must be null or a number in [0, 1], not {value!r}")
-    return float(value)
+    """`presence_threshold`: the presence probability an image needs for any detection, or None (no gate)."""
+    return _optional_number(meta, "presence_threshold", 0, 1, file)
 
 
 def _zoom_rescore(meta: dict, file: Path) -> ZoomRescore | None:

@@ -98,23 +98,18 @@ def _with_meta(tmp_path, meta: dict):
     return str(tmp_path / "m")
 
 
-def test_box_crop_margin_comes_from_the_model_folder_and_is_checked(tmp_path):
-    assert load_segmenter(BUILTIN_TINY, device="cpu").info.box_crop_margin is None  # SAM3's behaviour
-    folder = _with_meta(tmp_path, {"score_threshold": 0.3, "box_crop_margin": 0.04})
-    assert load_segmenter(folder, device="cpu").info.box_crop_margin == 0.04
-    for bad in (0.9, -0.1, "wide", True):
-        _with_meta(tmp_path, {"box_crop_margin": bad})
-        with pytest.raises(ModelLoadError, match="box_crop_margin must be null or a number in"):
-            load_segmenter(folder, device="cpu")
-
-
-def test_presence_threshold_comes_from_the_model_folder_and_is_checked(tmp_path):
-    assert load_segmenter(BUILTIN_TINY, device="cpu").info.presence_threshold is None  # SAM3's behaviour
-    folder = _with_meta(tmp_path, {"score_threshold": 0.3, "presence_threshold": 0.6})
-    assert load_segmenter(folder, device="cpu").info.presence_threshold == 0.6
-    for bad in (1.5, -0.1, "high", True):
-        _with_meta(tmp_path, {"presence_threshold": bad})
-        with pytest.raises(ModelLoadError, match="presence_threshold must be null or a number in"):
+@pytest.mark.parametrize("key, value, low, high, bad", [
+    ("box_crop_margin", 0.04, 0, 0.5, (0.9, -0.1, "wide", True)),
+    ("presence_threshold", 0.6, 0, 1, (1.5, -0.1, "high", True)),
+])
+def test_optional_settings_come_from_the_model_folder_and_are_checked(tmp_path, key, value, low, high, bad):
+    """box_crop_margin and presence_threshold: absent means off (SAM3's behaviour); out of range is refused."""
+    assert getattr(load_segmenter(BUILTIN_TINY, device="cpu").info, key) is None
+    folder = _with_meta(tmp_path, {"score_threshold": 0.3, key: value})
+    assert getattr(load_segmenter(folder, device="cpu").info, key) == value
+    for wrong in bad:
+        _with_meta(tmp_path, {key: wrong})
+        with pytest.raises(ModelLoadError, match=rf"{key} must be null or a number in \[{low:g}, {high:g}\]"):
             load_segmenter(folder, device="cpu")
 
 
