@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from samstream.masks import mask_iou
 from samstream.train.forward import TrainModule
@@ -20,6 +21,10 @@ THRESHOLDS = np.array([0.02, 0.03, 0.05, 0.07, 0.1, 0.125, 0.15, 0.175, 0.2, 0.2
                        0.6, 0.65, 0.7, 0.75, 0.8, 0.85])
 NEGATIVE_SHARE = 0.25  # the share of asked instructions assumed to have no target when weighing the two kinds
 PRESENCE_GATES = np.array([0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])  # 0: no gate (SAM3's behaviour)
+
+
+def _advance(bar: tqdm, count: int) -> None:
+    bar.update(max(0, min(count, bar.total - bar.n)))  # whole batches are drawn: the last one may pass the total
 
 
 def _vision(module: TrainModule, pixels: torch.Tensor):
@@ -72,12 +77,13 @@ def pick_presence_gate(positive_iou: np.ndarray, negative_empty: np.ndarray, neg
 
 @torch.no_grad()
 def choose_threshold(module: TrainModule, batches: WorldBatches, samples: int, pairs: int = 8,
-                     negative_share: float = NEGATIVE_SHARE) -> dict:
+                     negative_share: float = NEGATIVE_SHARE, progress: bool = False) -> dict:
     """Run the detector on `samples` held-out samples and `pick_presence_gate` on what each presence gate and score
     threshold return."""
     module.eval()
     positive, negative = [], []
     shape = (len(PRESENCE_GATES), len(THRESHOLDS))
+    bar = tqdm(total=samples, desc="score threshold", unit="sample", disable=not progress)
     while len(positive) + len(negative) < samples:
         batch = batches.sample(pairs)
         scores, masks, presence = _detect(module, _vision(module, batch.pixels), batch.texts, batch.levels, True)
@@ -92,6 +98,8 @@ def choose_threshold(module: TrainModule, batches: WorldBatches, samples: int, p
                 positive.append(torch.where(passes, (inter / union)[None], 0.0).numpy())  # (G, K)
             else:
                 negative.append((~passes | ~pred.flatten(1).any(-1)[None]).numpy())
+        _advance(bar, len(positive) + len(negative) - bar.n)
+    bar.close()
     module.train()
     return pick_presence_gate(np.array(positive).reshape(-1, *shape), np.array(negative).reshape(-1, *shape),
                               negative_share)
@@ -107,10 +115,12 @@ def _top_query_iou(scores: torch.Tensor, masks: torch.Tensor, target_masks: torc
 
 
 @torch.no_grad()
-def text_reliance(module: TrainModule, batches: WorldBatches, samples: int, pairs: int = 8) -> dict:
+def text_reliance(module: TrainModule, batches: WorldBatches, samples: int, pairs: int = 8,
+                  progress: bool = False) -> dict:
     """Mean top-query IoU on positive samples with their own instruction and with the next sample's."""
     module.eval()
     own, other = [], []
+    bar = tqdm(total=samples, desc="text reliance", unit="sample", disable=not progress)
     while len(own) < samples:
         batch = batches.sample(pairs)
         shift = list(range(1, len(batch.texts))) + [0]
@@ -121,6 +131,8 @@ def text_reliance(module: TrainModule, batches: WorldBatches, samples: int, pair
             if len(target.masks):
                 own.append(_top_query_iou(mine[0][b], mine[1][b], target.masks))
                 other.append(_top_query_iou(theirs[0][b], theirs[1][b], target.masks))
+        _advance(bar, len(own) - bar.n)
+    bar.close()
     module.train()
     return {"top_query_iou_own_text": round(float(np.mean(own)), 4),
             "top_query_iou_other_text": round(float(np.mean(other)), 4), "samples": len(own)}
@@ -142,13 +154,15 @@ def separation_of(masks: torch.Tensor, target: DetectionTarget) -> tuple[float |
 
 
 @torch.no_grad()
-def instance_separation(module: TrainModule, batches: WorldBatches, samples: int, pairs: int = 8) -> dict:
+def instance_separation(module: TrainModule, batches: WorldBatches, samples: int, pairs: int = 8,
+                        progress: bool = False) -> dict:
     """Over `samples` frames with two or more objects: the mean IoU between two queries' non-empty masks (1.0:
     every query is a copy of one mask) and each object's best query IoU (how well some query segments it alone,
     whether named or not)."""
     module.eval()
     overlap, best = [], []
     frames = 0
+    bar = tqdm(total=samples, desc="instance separation", unit="frame", disable=not progress)
     while frames < samples:
         batch = batches.sample(pairs)
         _, masks = _detect(module, _vision(module, batch.pixels), batch.texts, batch.levels)
@@ -160,6 +174,8 @@ def instance_separation(module: TrainModule, batches: WorldBatches, samples: int
             if result[0] is not None:
                 overlap.append(result[0])
             best.extend(result[1])
+        _advance(bar, frames - bar.n)
+    bar.close()
     module.train()
     return {"query_mask_overlap": round(float(np.mean(overlap)), 4) if overlap else None,
             "best_query_iou_per_object": round(float(np.mean(best)), 4), "frames": frames}

@@ -273,11 +273,14 @@ def export(config: TrainConfig, module: TrainModule, trainable, folder: Path, pr
     calibration = {"score_threshold": 0.5, "giou": None}
     if config.validation_samples and config.data == "world":
         calibration = choose_threshold(module, stage_batches(config, trainable, len(config.stages) - 1, 0, "heldout"),
-                                       config.validation_samples, negative_share=config.calibration_negative_share)
+                                       config.validation_samples, negative_share=config.calibration_negative_share,
+                                       progress=progress)
         calibration["text_reliance"] = text_reliance(
-            module, stage_batches(config, trainable, len(config.stages) - 1, 1, "heldout"), config.validation_samples // 2)
+            module, stage_batches(config, trainable, len(config.stages) - 1, 1, "heldout"), config.validation_samples // 2,
+            progress=progress)
         calibration["instances"] = instance_separation(
-            module, stage_batches(config, trainable, len(config.stages) - 1, 2, "heldout"), config.validation_samples // 2)
+            module, stage_batches(config, trainable, len(config.stages) - 1, 2, "heldout"), config.validation_samples // 2,
+            progress=progress)
     if config.mode == "lora":
         merge_lora(trainable.model)
     model = trainable.model.cpu().eval()

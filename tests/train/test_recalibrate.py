@@ -27,10 +27,12 @@ def trained(tmp_path_factory):
 
 def test_calibrate_writes_the_same_weights_with_thresholds_chosen_again(trained, tmp_path):
     out = tmp_path / "recalibrated"
-    done = subprocess.run([*CLI, str(trained), "--out", str(out), "--samples", "40", "--quiet"],
+    done = subprocess.run([*CLI, str(trained), "--out", str(out), "--samples", "40"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert f"{out} written: score threshold" in done.stdout
+    for stage in ("score threshold", "text reliance", "instance separation", "birth threshold"):  # progress bars
+        assert any(stage in line and "100%" in line for line in done.stderr.replace("\r", "\n").splitlines()), stage
     for name in ("model.safetensors", ADAPTERS_FILE):
         before, after = load_file(trained / name), load_file(out / name)
         assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
