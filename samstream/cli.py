@@ -185,8 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         commands = {"run": cmd_run, "worker": cmd_worker, "ingest": cmd_ingest, "results": cmd_results,
                     "convert-checkpoint": cmd_convert, "bench": cmd_bench, "synth": cmd_synth,
-                    "eval-tracking": cmd_eval_tracking, "train": cmd_train, "calibrate": cmd_calibrate, "instructions": cmd_instructions,
-                    "eval": cmd_eval}
+                    "eval-tracking": cmd_eval_tracking, "train": cmd_train, "calibrate": cmd_calibrate,
+                    "instructions": cmd_instructions, "eval": cmd_eval}
         return commands[args.command](args)
     except StreamFailed as e:
         if e.summary is not None:

@@ -85,14 +85,15 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
         network, tokenizer = _from_pretrained(model, image_size)
         trained = True
         threshold, birth = SAM3_SCORE_THRESHOLD, SAM3_BIRTH_THRESHOLD
-        meta = _model_meta(Path(model).expanduser())
+        meta = read_model_meta(Path(model).expanduser())
         if meta:
             threshold = float(meta.get("score_threshold", threshold))
             birth = float(meta.get("birth_threshold", birth))
             trained = bool(meta.get("trained", True))
-        box_crop = _box_crop_margin(meta, Path(model).expanduser() / MODEL_META_FILE)
-        zoom = _zoom_rescore(meta, Path(model).expanduser() / MODEL_META_FILE)
-        presence = _presence_threshold(meta, Path(model).expanduser() / MODEL_META_FILE)
+        meta_file = Path(model).expanduser() / MODEL_META_FILE
+        box_crop = _box_crop_margin(meta, meta_file)
+        zoom = _zoom_rescore(meta, meta_file)
+        presence = _presence_threshold(meta, meta_file)
         bundled = Path(model).expanduser() / ADAPTERS_FILE
         if adapters is None and bundled.is_file():
             adapters = str(bundled)
@@ -122,12 +123,19 @@ def shipped_folder() -> Path:
     return SHIPPED_FOLDER
 
 
+def local_folder(model: str) -> Path:
+    """Where a model named on the command line lies on disk: the shipped folder for `builtin:small`, else the
+    path as given (which may not exist: then it is a hub id)."""
+    return shipped_folder() if model == BUILTIN_SMALL else Path(model).expanduser()
+
+
 def default_model() -> str:
     """The shipped small model when installed, else the random tiny one."""
     return BUILTIN_SMALL if (SHIPPED_FOLDER / "config.json").is_file() else BUILTIN_TINY
 
 
-def _model_meta(folder: Path) -> dict:
+def read_model_meta(folder: Path) -> dict:
+    """A model folder's samstream.json ({} where it has none); a clear error where it is not JSON."""
     file = folder / MODEL_META_FILE
     if not file.is_file():
         return {}

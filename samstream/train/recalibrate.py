@@ -8,14 +8,13 @@ recipe (from its samstream.json), and written to a new folder with the same weig
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from pydantic import ValidationError
 
 from samstream.errors import ConfigError
-from samstream.model.loader import BUILTIN_SMALL, shipped_folder
+from samstream.model.loader import local_folder, read_model_meta
 from samstream.train.config import TrainConfig
 from samstream.train.setup import build_trainable
 from samstream.train.trainer import MODEL_META_FILE, export, train_module
@@ -23,7 +22,7 @@ from samstream.train.trainer import MODEL_META_FILE, export, train_module
 
 def recalibrate(model: str, out: str | Path, samples: int | None = None, progress: bool = True) -> Path:
     """Write `out`: `model`'s weights with thresholds chosen anew on its training recipe's held-out data."""
-    source = shipped_folder() if model == BUILTIN_SMALL else Path(model).expanduser()
+    source = local_folder(model)
     out = Path(out).expanduser()
     if not (source / MODEL_META_FILE).is_file():
         raise ConfigError(f"{model}: not a model folder samstream trained (no {MODEL_META_FILE}); its thresholds "
@@ -32,8 +31,7 @@ def recalibrate(model: str, out: str | Path, samples: int | None = None, progres
         raise ConfigError(f"--out {out} is the model folder itself: write the recalibrated model to a new folder")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out} exists and is not empty")
-    meta = json.loads((source / MODEL_META_FILE).read_text())
-    training = meta.get("training")
+    training = read_model_meta(source).get("training")
     if not isinstance(training, dict):
         raise ConfigError(f"{source / MODEL_META_FILE}: no training record to calibrate with")
     overrides = {"model": str(source), "text_init": None, "device": "cpu"}

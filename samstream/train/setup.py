@@ -4,7 +4,6 @@ adapters, with the parameters each mode trains (full, adapters only, LoRA via pe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ from samstream.data.world import make_scene, object_mask, render
 from samstream.errors import ConfigError
 from samstream.model.adapter_io import ADAPTERS_FILE, load_adapters
 from samstream.model.conv_stem import install_conv_stem
-from samstream.model.loader import BUILTIN_SMALL, load_sam3_video, shipped_folder
+from samstream.model.loader import load_sam3_video, local_folder
 from samstream.model.sam3i import Sam3IAdapters
 from samstream.model.tiny import SMALL_FINE, SMALL_STEM, SMALL_TRAINED, tiny_video_config
 from samstream.model.tokenizer import build_bpe_tokenizer
@@ -70,7 +69,7 @@ def build_trainable(config: TrainConfig, device: torch.device) -> Trainable:
         if config.text_init == "clip":
             raise ConfigError(f"text_init = \"clip\" starts a new text encoder; {config.model} brings its own "
                               f"(drop text_init to keep it, or text_init = \"identity\" to restart it)")
-        path = shipped_folder() if config.model == BUILTIN_SMALL else Path(config.model).expanduser()
+        path = local_folder(config.model)
         source = str(path) if path.exists() else config.model
         try:  # fp32 whatever the stored dtype (the shipped model is stored in fp16)
             model = load_sam3_video(source)
