@@ -80,6 +80,9 @@ class TrainConfig(BaseModel):
     # the share of training instructions given word noise: some function words dropped, random strings inserted
     # (train/word_noise.py), so the content words, not the templates' scaffolding, are what the model reads
     word_noise_rate: float = Field(0.0, ge=0, le=1)
+    # world data: the share of training frames asked one more instruction, for every visible object at once ("all
+    # objects"; train/every_object.py), so that queries learn to be instances, not copies of one mask
+    every_object_rate: float = Field(0.0, ge=0, le=1)
     max_gap: int = Field(6, ge=1)  # tracker pairs are 1..max_gap frames apart
     loss_weights: LossWeights = Field(default_factory=LossWeights)
     negative_queries: bool = False  # negatives also teach query scores 0 (SAM3: presence only)
@@ -134,6 +137,13 @@ class TrainConfig(BaseModel):
     def _palette_needs_world(self) -> TrainConfig:
         if self.palette_rate > 0 and self.data != "world":
             raise ValueError("palette_rate draws scenes of the procedural world: it needs data = \"world\"")
+        return self
+
+    @model_validator(mode="after")
+    def _every_object_needs_world(self) -> TrainConfig:
+        if self.every_object_rate > 0 and self.data != "world":
+            raise ValueError("every_object_rate asks for every object of the procedural world's frames: it needs "
+                             "data = \"world\"")
         return self
 
     @model_validator(mode="after")

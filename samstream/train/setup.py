@@ -3,6 +3,7 @@ adapters, with the parameters each mode trains (full, adapters only, LoRA via pe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from samstream.model.sam3i import Sam3IAdapters
 from samstream.model.tiny import SMALL_FINE, SMALL_STEM, SMALL_TRAINED, tiny_video_config
 from samstream.model.tokenizer import build_bpe_tokenizer
 from samstream.train.config import TrainConfig
+from samstream.train.every_object import EVERY_OBJECT_PHRASES
 
 NEW_MODEL_SIZES = {"small": SMALL_TRAINED, "small-fine": SMALL_FINE,  # small-fine: a 16x16 grid
                    "small-stem": SMALL_STEM,  # small-fine with a convolutional patch embedding
@@ -39,10 +41,10 @@ class Trainable:
     mask_size: int
 
 
-def instruction_corpus(scenes: int = TOKENIZER_SCENES, seed: int = 12345) -> list[str]:
-    """Training-split instructions of `scenes` random world scenes (held-out templates excluded)."""
+def instruction_corpus(scenes: int = TOKENIZER_SCENES, seed: int = 12345, extra: Sequence[str] = ()) -> list[str]:
+    """Training-split instructions of `scenes` random world scenes (held-out templates excluded), and `extra`."""
     generator = world_generator()
-    corpus: set[str] = set()
+    corpus: set[str] = set(extra)
     for i in range(scenes):
         scene = make_scene(seed + i, 1)
         _, visible = render(scene, 0, 96, 96)
@@ -57,7 +59,8 @@ def build_trainable(config: TrainConfig, device: torch.device) -> Trainable:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     if config.model in NEW_MODEL_SIZES:
-        tokenizer = build_bpe_tokenizer(instruction_corpus(config.tokenizer_scenes), TOKENIZER_VOCAB,
+        extra = EVERY_OBJECT_PHRASES if config.every_object_rate > 0 else ()
+        tokenizer = build_bpe_tokenizer(instruction_corpus(config.tokenizer_scenes, extra=extra), TOKENIZER_VOCAB,
                                         prefix_space=config.tokenizer_prefix_space)
         model = Sam3VideoModel(tiny_video_config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                                  eos_token_id=tokenizer.eos_token_id, **NEW_MODEL_SIZES[config.model]))

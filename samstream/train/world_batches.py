@@ -19,6 +19,7 @@ from samstream.data.world import WHOLE_FRAME, View, make_scene, object_mask, ren
 from samstream.model.levels import LEVELS, Level
 from samstream.model.preprocess import IMAGE_MEAN, IMAGE_STD
 from samstream.train.dense import label_maps
+from samstream.train.every_object import every_object_instruction
 
 
 @dataclass
@@ -72,7 +73,8 @@ class WorldBatches:
                  negative_rate: float = 0.15, level_weights: dict[str, float] | None = None, max_gap: int = 6,
                  frames: int = 48, min_objects: int = 1, max_objects: int = 6, instructions_per_frame: int = 1,
                  dense_labels: bool = False, zoom_rate: float = 0.0, zoom_fill: tuple[float, float] = (0.25, 0.45),
-                 contrast_rate: float = 0.0, contrast_shape_share: float = 0.5, palette_rate: float = 0.0) -> None:
+                 contrast_rate: float = 0.0, contrast_shape_share: float = 0.5, palette_rate: float = 0.0,
+                 every_object_rate: float = 0.0) -> None:
         self.image_size, self.mask_size = image_size, mask_size
         self.rng = np.random.default_rng(seed)
         self.split = split
@@ -90,6 +92,8 @@ class WorldBatches:
         # the share of scenes whose objects share one or two colours (make_scene's `palette`): there the colour
         # word alone rarely names the targets, the shape word must
         self.palette_rate = palette_rate
+        # the share of frames asked one more instruction, for every visible object at once (train/every_object.py)
+        self.every_object_rate = every_object_rate
         self.dense_labels = dense_labels  # also return per-pixel shape / colour / texture shares (train/dense.py)
         # the share of pairs shown as an object-centred, zoomed-in view (both frames): that object's radius fills
         # `zoom_fill` of the view's short side
@@ -138,7 +142,7 @@ class WorldBatches:
         return Batch(pixels, [t for i in order for t in texts[i]], [v for i in order for v in levels[i]],
                      [t for i in order for t in targets[i]], torch.from_numpy(np.stack(prompts))[:, None],
                      torch.from_numpy(np.stack(track_targets)), gaps,
-                     rows if self.instructions_per_frame > 1 else None, labels)
+                     None if len(rows) == len(order) else rows, labels)
 
     def _view(self, scene, t: int) -> View:
         """The whole frame, or (at `zoom_rate`) a view centred near one object in the frame at t, magnified so its
@@ -168,7 +172,7 @@ class WorldBatches:
     def _instructions(self, objects) -> list[Instruction]:
         """`instructions_per_frame` instructions with different texts (SAM3 asks one image many phrases: with the
         pixels fixed, only the text explains why the targets differ); at `contrast_rate` the first two differ in
-        one word."""
+        one word; at `every_object_rate` one more asks for every visible object."""
         chosen = []
         if self.contrast_rate > 0 and self.rng.random() < self.contrast_rate:
             chosen = self.generator.contrast(objects, self.rng, self.split,
@@ -180,6 +184,8 @@ class WorldBatches:
             inst = self._instruction(objects)
             if all(inst.text != c.text for c in chosen):
                 chosen.append(inst)
+        if self.every_object_rate > 0 and objects and self.rng.random() < self.every_object_rate:
+            chosen.append(every_object_instruction(objects, self.rng))
         return chosen
 
     def _small(self, mask: np.ndarray) -> np.ndarray:
