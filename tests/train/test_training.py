@@ -198,13 +198,15 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 @pytest.mark.parametrize("path", sorted(str(p) for p in (Path(__file__).parents[2] / "configs").glob("*.toml")))
 def test_every_committed_config_is_valid(path):
+    from samstream.model.loader import BUILTIN_SMALL
     from samstream.train.config import load_config
     from samstream.train.setup import NEW_MODEL_SIZES
 
     config = load_config(path)
-    # a new model, or the output of another committed config (a fine-tuning step of a recipe)
+    # a new model, the shipped one, or the output of another committed config (a fine-tuning step of a recipe)
+    starts = set(NEW_MODEL_SIZES) | {BUILTIN_SMALL}
     outputs = {f"{load_config(other).out}/model" for other in Path(path).parent.glob("*.toml")}
-    assert config.total_steps > 0 and (config.model in NEW_MODEL_SIZES or config.model in outputs)
+    assert config.total_steps > 0 and (config.model in starts or config.model in outputs)
 
 
 def test_a_detector_stage_then_a_tracker_stage_on_the_fixed_detector(tmp_path):
