@@ -49,6 +49,11 @@ class Stage(BaseModel):
         return value
 
 
+# shares of training data only the procedural world can give, and why
+WORLD_ONLY_RATES = {"palette_rate": "draws scenes of the procedural world",
+                    "every_object_rate": "asks for every object of the procedural world's frames"}
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # what to train
@@ -134,16 +139,10 @@ class TrainConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _palette_needs_world(self) -> TrainConfig:
-        if self.palette_rate > 0 and self.data != "world":
-            raise ValueError("palette_rate draws scenes of the procedural world: it needs data = \"world\"")
-        return self
-
-    @model_validator(mode="after")
-    def _every_object_needs_world(self) -> TrainConfig:
-        if self.every_object_rate > 0 and self.data != "world":
-            raise ValueError("every_object_rate asks for every object of the procedural world's frames: it needs "
-                             "data = \"world\"")
+    def _world_rates_need_world(self) -> TrainConfig:
+        for name, what in WORLD_ONLY_RATES.items():
+            if getattr(self, name) > 0 and self.data != "world":
+                raise ValueError(f"{name} {what}: it needs data = \"world\"")
         return self
 
     @model_validator(mode="after")
