@@ -38,6 +38,8 @@ class Stage(BaseModel):
     negative_rate: float | None = Field(None, ge=0, lt=1)
     negative_queries: bool | None = None
     zoom_rate: float | None = Field(None, ge=0, le=1)
+    # e.g. 0 in a last scores stage, so it ranks the named object above the frame's others undiluted
+    every_object_rate: float | None = Field(None, ge=0, le=1)
     lr_scale: float = Field(1.0, gt=0)  # this stage's learning rate (warmup, decay and all) x this
 
     @field_validator("levels")
@@ -141,7 +143,8 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _world_rates_need_world(self) -> TrainConfig:
         for name, what in WORLD_ONLY_RATES.items():
-            if getattr(self, name) > 0 and self.data != "world":
+            staged = any(getattr(stage, name, None) for stage in self.stages)
+            if (getattr(self, name) > 0 or staged) and self.data != "world":
                 raise ValueError(f"{name} {what}: it needs data = \"world\"")
         return self
 
@@ -176,6 +179,9 @@ class TrainConfig(BaseModel):
 
     def zoom_rate_of(self, stage: Stage) -> float:
         return self.zoom_rate if stage.zoom_rate is None else stage.zoom_rate
+
+    def every_object_rate_of(self, stage: Stage) -> float:
+        return self.every_object_rate if stage.every_object_rate is None else stage.every_object_rate
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:

@@ -59,7 +59,7 @@ def build_trainable(config: TrainConfig, device: torch.device) -> Trainable:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     if config.model in NEW_MODEL_SIZES:
-        extra = EVERY_OBJECT_PHRASES if config.every_object_rate > 0 else ()
+        extra = EVERY_OBJECT_PHRASES if any(config.every_object_rate_of(stage) > 0 for stage in config.stages) else ()
         tokenizer = build_bpe_tokenizer(instruction_corpus(config.tokenizer_scenes, extra=extra), TOKENIZER_VOCAB,
                                         prefix_space=config.tokenizer_prefix_space)
         model = Sam3VideoModel(tiny_video_config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,

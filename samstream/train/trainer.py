@@ -99,7 +99,7 @@ def _instruction_batches(config: TrainConfig, trainable, stage: Stage, seed: int
                             zoom_fill=config.zoom_fill, contrast_rate=config.contrast_rate if split == "train" else 0.0,
                             contrast_shape_share=config.contrast_shape_share,
                             palette_rate=config.palette_rate if split == "train" else 0.0,
-                            every_object_rate=config.every_object_rate if split == "train" else 0.0)
+                            every_object_rate=config.every_object_rate_of(stage) if split == "train" else 0.0)
     from samstream.train.coco_batches import CocoBatches
 
     return CocoBatches(config.data, trainable.image_size, trainable.mask_size, images_root=config.images_root,

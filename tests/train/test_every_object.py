@@ -50,6 +50,20 @@ def test_one_instruction_per_frame_still_maps_each_sample_to_its_frame():
     assert len(batch.texts) == 16 and batch.frames == [row for row in range(8) for _ in range(2)]
 
 
+def test_a_stage_can_override_the_rate():
+    run = TrainConfig(instructions_per_frame=2, every_object_rate=1.0,
+                      stages=[Stage(steps=1), Stage(steps=1, every_object_rate=0.0)])
+    first, last = (stage_batches(run, SIZES, i, 0).sample(8) for i in range(2))
+    assert sum(text in EVERY_OBJECT_PHRASES for text in first.texts) == 16
+    assert not any(text in EVERY_OBJECT_PHRASES for text in last.texts)
+    # a rate set on one stage alone still needs the world, and still teaches the tokenizer the phrases
+    with pytest.raises(ValueError, match="every_object_rate"):
+        TrainConfig(data="annotations.json", stages=[Stage(steps=1, every_object_rate=0.2)])
+    staged = TrainConfig(model="tiny", tokenizer_scenes=20, stages=[Stage(steps=1, every_object_rate=0.2)])
+    tokenizer = build_trainable(staged, torch.device("cpu")).tokenizer
+    assert len(tokenizer("every shape", add_special_tokens=False)["input_ids"]) == 2
+
+
 def test_every_object_instruction_needs_objects_and_the_world():
     with pytest.raises(ValueError, match="visible object"):
         every_object_instruction([], np.random.default_rng(0))
