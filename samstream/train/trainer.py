@@ -193,6 +193,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
                 if rank == 0 and (step % config.checkpoint_every == 0 or step == config.total_steps):
                     save_checkpoint(out / "checkpoints" / f"step-{step:07d}", module, optimizer,
                                     {"step": step, "stage": stage.name}, stored=params)
+                    if config.checkpoint_probes and stage.task == "detect":
+                        log_probes(log, config, module, trainable, step, stage.name)
             if stage.task == "objects" and log is not None:
                 # what the backbone now names on held-out whole frames, as it will see them when detecting
                 record = {"step": step, "stage": stage.name,
@@ -209,6 +211,18 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     if rank != 0:
         return out / "model"
     return export(config, module, trainable, out / "model", progress=progress)
+
+
+def log_probes(log, config: TrainConfig, module: TrainModule, trainable, step: int, stage: str) -> None:
+    """Text reliance and query separation on held-out frames, as export measures them, into the loss log."""
+    last = len(config.stages) - 1
+    record = {"step": step, "stage": stage,
+              "heldout_text_reliance": text_reliance(module, stage_batches(config, trainable, last, 1, "heldout"),
+                                                     config.checkpoint_probes),
+              "heldout_instances": instance_separation(module, stage_batches(config, trainable, last, 2, "heldout"),
+                                                       config.checkpoint_probes)}
+    log.write(json.dumps(record) + "\n")
+    log.flush()
 
 
 def _heldout_objects(config: TrainConfig, trainable) -> ObjectBatches:
