@@ -118,7 +118,7 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(500, gt=0)
     log_every: int = Field(20, gt=0)
     validation_samples: int = Field(256, ge=0)  # held-out samples to choose the score threshold on
-    # at each checkpoint of a detecting stage, log text reliance and query separation over this many held-out
+    # at each checkpoint of a stage that trains the detector, log text reliance and query separation over this many held-out
     # samples (0: off; 64 costs ~20 s for the small model on 2 cores): whether the words take hold mid-run
     checkpoint_probes: int = Field(0, ge=0)
     # how the threshold weighs the two kinds of sample: (1 - share) x gIoU on positives + share x no-target accuracy
@@ -145,7 +145,7 @@ class TrainConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _world_rates_need_world(self) -> TrainConfig:
+    def _world_options_need_world(self) -> TrainConfig:
         for name, what in WORLD_ONLY_OPTIONS.items():
             staged = any(getattr(stage, name, None) for stage in self.stages)
             if (getattr(self, name) > 0 or staged) and self.data != "world":

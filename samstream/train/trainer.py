@@ -193,7 +193,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
                 if rank == 0 and (step % config.checkpoint_every == 0 or step == config.total_steps):
                     save_checkpoint(out / "checkpoints" / f"step-{step:07d}", module, optimizer,
                                     {"step": step, "stage": stage.name}, stored=params)
-                    if config.checkpoint_probes and stage.task == "detect":
+                    # a stage that holds the detector fixed (the tracker's) would measure the same detector again
+                    if config.checkpoint_probes and stage.task == "detect" and not holds_detector[index]:
                         log_probes(log, config, module, trainable, step, stage.name)
             if stage.task == "objects" and log is not None:
                 # what the backbone now names on held-out whole frames, as it will see them when detecting
