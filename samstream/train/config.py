@@ -69,6 +69,10 @@ class TrainConfig(BaseModel):
     # how the text encoder starts (setup.identity_text_start): new models default to CLIP's start; a loaded model
     # keeps its own unless "identity" restarts it (e.g. the shipped model's, which ignores its instruction)
     text_init: Literal["clip", "identity"] | None = None
+    # new models: where the DETR queries start. "sam3": transformers' init (near-identical vectors, every reference
+    # box at the frame's centre); "spread": boxes tiling the frame, unit-variance vectors, no weight decay on
+    # either (model/queries.py), so the queries start as different instances
+    query_init: Literal["sam3", "spread"] = "sam3"
     mode: Literal["full", "adapters", "lora"] = "full"  # adapters: SAM3 frozen, SAM3-I adapters only
     lora_rank: int = 16  # SAM3-I's LoRA alternative: r=16, alpha=32
     lora_alpha: int = 32
@@ -135,6 +139,14 @@ class TrainConfig(BaseModel):
         if self.loss_weights.dense > 0 and self.data != "world":
             raise ValueError("loss_weights.dense names the world's shapes, colours and textures: it needs "
                              "data = \"world\"")
+        return self
+
+    @model_validator(mode="after")
+    def _spread_needs_new_model(self) -> TrainConfig:
+        from samstream.train.setup import NEW_MODEL_SIZES  # setup imports this module
+        if self.query_init == "spread" and self.model not in NEW_MODEL_SIZES:
+            raise ValueError(f'query_init = "spread" starts new queries; {self.model} brings trained ones '
+                             f"(drop query_init to keep them)")
         return self
 
     @model_validator(mode="after")

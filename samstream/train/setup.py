@@ -18,6 +18,7 @@ from samstream.errors import ConfigError
 from samstream.model.adapter_io import ADAPTERS_FILE, load_adapters
 from samstream.model.conv_stem import install_conv_stem
 from samstream.model.loader import load_sam3_video, local_folder
+from samstream.model.queries import spread_queries
 from samstream.model.sam3i import Sam3IAdapters
 from samstream.model.tiny import SMALL_FINE, SMALL_STEM, SMALL_TRAINED, tiny_video_config
 from samstream.model.tokenizer import build_bpe_tokenizer
@@ -68,6 +69,8 @@ def build_trainable(config: TrainConfig, device: torch.device) -> Trainable:
         adapters = Sam3IAdapters.fresh(model.detector_model)
         if config.text_init == "identity":
             identity_text_start(model)
+        if config.query_init == "spread":
+            spread_queries(model.detector_model, torch.Generator().manual_seed(config.seed))
     else:
         if config.text_init == "clip":
             raise ConfigError(f"text_init = \"clip\" starts a new text encoder; {config.model} brings its own "

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from samstream.errors import ConfigError
 from samstream.model.loader import load_segmenter, resolve_device, save_segmenter_model
 from samstream.model.precision import bf16_unsupported_reason
+from samstream.model.queries import is_spread_parameter
 from samstream.train.birth import choose_birth_threshold
 from samstream.train.calibrate import choose_threshold, instance_separation, text_reliance
 from samstream.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -138,10 +139,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
             raise ConfigError(f"stage {stage.name!r}: freezes the detector and does not train the tracker "
                               "(which trains on world videos only)")
     out.mkdir(parents=True, exist_ok=True)
-    decay = [p for n, p in params.items() if p.ndim >= 2]
-    no_decay = [p for n, p in params.items() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    optimizer = torch.optim.AdamW(parameter_groups(params, config), lr=config.lr)
     step = 0
     checkpoint = latest_checkpoint(out) if resume else None
     if checkpoint is not None:
@@ -212,6 +210,14 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     if rank != 0:
         return out / "model"
     return export(config, module, trainable, out / "model", progress=progress)
+
+
+def parameter_groups(params: dict[str, torch.nn.Parameter], config: TrainConfig) -> list[dict]:
+    """AdamW's groups: weight decay on matrices, none on vectors (norms, biases) nor on spread queries."""
+    def decays(name: str, p: torch.nn.Parameter) -> bool:
+        return p.ndim >= 2 and not (config.query_init == "spread" and is_spread_parameter(name))
+    return [{"params": [p for n, p in params.items() if decays(n, p)], "weight_decay": config.weight_decay},
+            {"params": [p for n, p in params.items() if not decays(n, p)], "weight_decay": 0.0}]
 
 
 def log_probes(log, config: TrainConfig, module: TrainModule, trainable, step: int, stage: str) -> None:
