@@ -21,10 +21,6 @@ def test_grid_boxes_tile_the_frame_one_cell_each():
     assert torch.allclose(grid_boxes(5)[:, 2], torch.full((5,), 1 / 3))  # the smallest square grid holding 5
 
 
-def _decoder(config: TrainConfig):
-    return build_trainable(config, torch.device("cpu")).model.detector_model.detr_decoder
-
-
 def test_spread_queries_differ_where_sam3_s_start_as_copies_and_nothing_else_changes():
     plain = TrainConfig(model="tiny", tokenizer_scenes=20)
     spread = plain.model_copy(update={"query_init": "spread"})
