@@ -12,14 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from transformers import Sam3VideoConfig, Sam3VideoModel
-from transformers.utils import cached_file
-from transformers.utils import logging as hf_logging
 
 CONV_STEM_KEY = "conv_stem"  # backbone-config attribute: the stem's widths, e.g. [32, 64, 96]
-WEIGHTS_FILE = "model.safetensors"
 STEM_PREFIX = "detector_model.vision_encoder.backbone.embeddings.patch_embeddings.projection."
 
 
@@ -75,25 +71,3 @@ def install_conv_stem(model: Sam3VideoModel) -> bool:
     stem = ConvStem(widths, backbone.config.hidden_size, backbone.config.patch_size, backbone.config.num_channels)
     embedding.projection = stem.to(device=old.weight.device, dtype=old.weight.dtype)
     return True
-
-
-def load_with_conv_stem(source: str, config: Sam3VideoConfig) -> Sam3VideoModel:
-    """A model whose config names a conv stem, from a folder or hub id: transformers loads everything else, then
-    the stem's tensors are read from the same weights file (a file without them is an error, not a silently
-    random stem). fp32 whatever the stored dtype."""
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # it would warn that the stem's tensors are not SAM3's
-    try:
-        model = Sam3VideoModel.from_pretrained(source, config=config, dtype=torch.float32)
-    finally:
-        hf_logging.set_verbosity(previous)
-    install_conv_stem(model)
-    stem = model.detector_model.vision_encoder.backbone.embeddings.patch_embeddings.projection
-    weights = cached_file(source, WEIGHTS_FILE)
-    state = {key.removeprefix(STEM_PREFIX): value for key, value in load_file(weights).items()
-             if key.startswith(STEM_PREFIX)}
-    try:
-        stem.load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(f"{source}: its conv stem's weights do not match its config ({str(e).splitlines()[0]})") from None
-    return model.float()

@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoTokenizer, Sam3VideoConfig, Sam3VideoMo
 
 from samstream.errors import ModelLoadError
 from samstream.model.adapter_io import ADAPTERS_FILE, load_adapters, save_adapters
-from samstream.model.conv_stem import conv_stem_widths, load_with_conv_stem
+from samstream.model.extensions import has_extensions, load_with_extensions
 from samstream.model.precision import bf16_unsupported_reason
 from samstream.model.sam3 import Sam3Segmenter
 from samstream.model.sam3i import Sam3IAdapters
@@ -219,10 +219,10 @@ def _from_pretrained(source: str, image_size: int | None = None):
 
 def load_sam3_video(where: str, config=None) -> Sam3VideoModel:
     """A `sam3_video` model from a folder or hub id in fp32 (whatever the stored dtype; CUDA runs use autocast),
-    with the conv stem its config names, if any (samstream's small models: model/conv_stem.py)."""
+    with the samstream parts its config names, if any (small models' conv stem and box prior: model/extensions.py)."""
     config = config if config is not None else AutoConfig.from_pretrained(where)
-    if conv_stem_widths(config):
-        return load_with_conv_stem(where, config)
+    if has_extensions(config):
+        return load_with_extensions(where, config)
     return Sam3VideoModel.from_pretrained(where, config=config, dtype=torch.float32)
 
 

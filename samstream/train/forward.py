@@ -134,6 +134,9 @@ class TrainModule(nn.Module):
         masks = torch.einsum("bqc,bchw->bqhw", embeddings, pixels)
         reference = inverse_sigmoid(out.decoder_reference_boxes[-1].detach())
         boxes = box_cxcywh_to_xyxy((reference + detector.detr_decoder.box_head(states)).sigmoid())
+        prior = getattr(detector.mask_decoder, "box_prior", None)  # as the detector's own forward adds it
+        if prior is not None:
+            masks = prior(masks, boxes)
         return InstancePredictions(pred_boxes=boxes, pred_masks=masks)
 
     def _track(self, vision, batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:

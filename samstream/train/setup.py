@@ -16,18 +16,20 @@ from samstream.data.engine import objects_in_frame, world_generator
 from samstream.data.world import make_scene, object_mask, render
 from samstream.errors import ConfigError
 from samstream.model.adapter_io import ADAPTERS_FILE, load_adapters
-from samstream.model.conv_stem import install_conv_stem
+from samstream.model.extensions import install_extensions
 from samstream.model.loader import load_sam3_video, local_folder
 from samstream.model.queries import spread_queries
 from samstream.model.sam3i import Sam3IAdapters
-from samstream.model.tiny import SMALL_FINE, SMALL_STEM, SMALL_TRAINED, tiny_video_config
+from samstream.model.tiny import SMALL_FINE, SMALL_STEM, SMALL_STEM_BOX, SMALL_TRAINED, tiny_video_config
 from samstream.model.tokenizer import build_bpe_tokenizer
 from samstream.train.config import TrainConfig
 from samstream.train.every_object import EVERY_OBJECT_PHRASES
 
 NEW_MODEL_SIZES = {"small": SMALL_TRAINED, "small-fine": SMALL_FINE,  # small-fine: a 16x16 grid
                    "small-stem": SMALL_STEM,  # small-fine with a convolutional patch embedding
-                   "tiny": {}, "tiny-stem": {"conv_stem": (16,)}}  # the built-in tiny sizes (fast; for tests)
+                   "small-stem-box": SMALL_STEM_BOX,  # small-stem with a box prior in its mask head
+                   "tiny": {}, "tiny-stem": {"conv_stem": (16,)},
+                   "tiny-box": {"conv_stem": (16,), "box_prior": 8}}  # the built-in tiny sizes (fast; for tests)
 TOKENIZER_SCENES = 1500  # world scenes whose (training-template) instructions train the small model's BPE
 TOKENIZER_VOCAB = 640
 LORA_TARGETS = r".*(q_proj|v_proj|k_proj|o_proj)$"  # attention projections of every transformer block
@@ -65,7 +67,7 @@ def build_trainable(config: TrainConfig, device: torch.device) -> Trainable:
                                         prefix_space=config.tokenizer_prefix_space)
         model = Sam3VideoModel(tiny_video_config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                                  eos_token_id=tokenizer.eos_token_id, **NEW_MODEL_SIZES[config.model]))
-        install_conv_stem(model)
+        install_extensions(model)
         adapters = Sam3IAdapters.fresh(model.detector_model)
         if config.text_init == "identity":
             identity_text_start(model)
