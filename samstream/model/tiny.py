@@ -68,8 +68,11 @@ def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258, 
         memory_fuser_embed_dim=d, memory_fuser_intermediate_dim=2 * d,
     )
     config = Sam3VideoConfig(detector_config=detector, tracker_config=tracker, low_res_mask_size=4 * grid)
-    set_conv_stem(config, conv_stem)
-    return set_box_prior(config, box_prior)
+    if conv_stem:
+        set_conv_stem(config, conv_stem)
+    if box_prior:
+        set_box_prior(config, box_prior)
+    return config
 
 
 # The shipped small model (trained by `samstream train configs/small.toml`): 112 px, patch 14 (an 8x8 grid, masks at
