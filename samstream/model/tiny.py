@@ -92,6 +92,11 @@ SMALL_FINE = dict(image_size=128, patch_size=8, width=64, vit_width=96, vit_laye
 # (docs/model-card.md, "Session 18"); +66k parameters.
 SMALL_STEM = dict(SMALL_FINE, conv_stem=(32, 64, 96))
 
+# SMALL_STEM with a box prior in its mask head (model/box_prior.py): a query's mask may keep to its own box, where
+# alike objects' alike pixel embeddings otherwise give every query all of them (docs/model-card.md, "Session 32");
+# +130 parameters.
+SMALL_STEM_BOX = dict(SMALL_STEM, box_prior=16)
+
 # Between tiny and full SAM3 (1008 px, ViT 1024x32, text 1024x24, DETR 256x6, 200 queries): for benchmarks.
 SMALL = dict(image_size=336, width=256, vit_width=384, vit_layers=6, text_width=256, text_layers=4, detr_layers=3,
              queries=100)
@@ -112,8 +117,3 @@ def build_tiny_model(seed: int = TINY_SEED, image_size: int | None = None):
         resized.load_state_dict(model.state_dict())
         model = resized
     return model.eval(), tokenizer
-
-# SMALL_STEM with a box prior in its mask head (model/box_prior.py): a query's mask may keep to its own box, where
-# alike objects' alike pixel embeddings otherwise give every query all of them (docs/model-card.md, "Session 32");
-# +130 parameters.
-SMALL_STEM_BOX = dict(SMALL_STEM, box_prior=16)
