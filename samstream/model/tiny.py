@@ -10,6 +10,7 @@ import torch
 from transformers import Sam3VideoConfig, Sam3VideoModel
 
 from samstream.model.box_prior import set_box_prior
+from samstream.model.rank_scores import set_rank_scorer
 from samstream.model.conv_stem import set_conv_stem
 from samstream.model.tokenizer import CONTEXT_LENGTH, build_byte_tokenizer
 
@@ -25,10 +26,11 @@ def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258, 
                       vit_width: int | None = None, vit_layers: int = 2, text_width: int = 64, text_layers: int = 2,
                       detr_layers: int = 2, queries: int = 16, patch_size: int = TINY_PATCH_SIZE, bos_token_id: int | None = None,
                       eos_token_id: int | None = None, conv_stem: tuple[int, ...] | None = None,
-                      box_prior: int | None = None) -> Sam3VideoConfig:
+                      box_prior: int | None = None, rank_scorer: int | None = None) -> Sam3VideoConfig:
     """A small SAM3 video config (detector + tracker). Defaults: the built-in tiny model; `SMALL` below
     is a bigger point between it and full SAM3 for benchmarks. `conv_stem`: widths of a convolutional patch
-    embedding (model/conv_stem.py); `box_prior`: the width of a box prior in the mask head (model/box_prior.py).
+    embedding (model/conv_stem.py); `box_prior`: the width of a box prior in the mask head (model/box_prior.py);
+    `rank_scorer`: the width of a rank scorer of the query scores (model/rank_scores.py).
     `model.extensions.install_extensions` gives a model built from this config those parts."""
     d, grid = width, image_size // patch_size
     bos = vocab_size - 2 if bos_token_id is None else bos_token_id
@@ -72,6 +74,8 @@ def tiny_video_config(image_size: int = TINY_IMAGE_SIZE, vocab_size: int = 258, 
         set_conv_stem(config, conv_stem)
     if box_prior:
         set_box_prior(config, box_prior)
+    if rank_scorer:
+        set_rank_scorer(config, rank_scorer)
     return config
 
 
@@ -96,6 +100,10 @@ SMALL_STEM = dict(SMALL_FINE, conv_stem=(32, 64, 96))
 # alike objects' alike pixel embeddings otherwise give every query all of them (docs/model-card.md, "Session 32");
 # +130 parameters.
 SMALL_STEM_BOX = dict(SMALL_STEM, box_prior=16)
+
+# SMALL_STEM_BOX with a rank scorer of its query scores (model/rank_scores.py): the box prior separates the queries
+# into instances, the scorer reads where each ranks among the others ("the leftmost circle"); +17k parameters.
+SMALL_STEM_RANK = dict(SMALL_STEM_BOX, rank_scorer=32)
 
 # Between tiny and full SAM3 (1008 px, ViT 1024x32, text 1024x24, DETR 256x6, 200 queries): for benchmarks.
 SMALL = dict(image_size=336, width=256, vit_width=384, vit_layers=6, text_width=256, text_layers=4, detr_layers=3,

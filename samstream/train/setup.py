@@ -20,7 +20,7 @@ from samstream.model.extensions import install_extensions
 from samstream.model.loader import load_sam3_video, local_folder
 from samstream.model.queries import spread_queries
 from samstream.model.sam3i import Sam3IAdapters
-from samstream.model.tiny import SMALL_FINE, SMALL_STEM, SMALL_STEM_BOX, SMALL_TRAINED, tiny_video_config
+from samstream.model.tiny import SMALL_FINE, SMALL_STEM, SMALL_STEM_BOX, SMALL_STEM_RANK, SMALL_TRAINED, tiny_video_config
 from samstream.model.tokenizer import build_bpe_tokenizer
 from samstream.train.config import TrainConfig
 from samstream.train.every_object import EVERY_OBJECT_PHRASES
@@ -28,8 +28,10 @@ from samstream.train.every_object import EVERY_OBJECT_PHRASES
 NEW_MODEL_SIZES = {"small": SMALL_TRAINED, "small-fine": SMALL_FINE,  # small-fine: a 16x16 grid
                    "small-stem": SMALL_STEM,  # small-fine with a convolutional patch embedding
                    "small-stem-box": SMALL_STEM_BOX,  # small-stem with a box prior in its mask head
+                   "small-stem-rank": SMALL_STEM_RANK,  # small-stem-box with a rank scorer of its query scores
                    "tiny": {}, "tiny-stem": {"conv_stem": (16,)},
-                   "tiny-box": {"conv_stem": (16,), "box_prior": 8}}  # the built-in tiny sizes (fast; for tests)
+                   "tiny-box": {"conv_stem": (16,), "box_prior": 8},
+                   "tiny-rank": {"conv_stem": (16,), "box_prior": 8, "rank_scorer": 16}}  # the built-in tiny sizes (fast; for tests)
 TOKENIZER_SCENES = 1500  # world scenes whose (training-template) instructions train the small model's BPE
 TOKENIZER_VOCAB = 640
 LORA_TARGETS = r".*(q_proj|v_proj|k_proj|o_proj)$"  # attention projections of every transformer block
