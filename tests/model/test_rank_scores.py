@@ -1,49 +1,24 @@
 """The rank scorer of the query scores (samstream/model/rank_scores.py): identity when fresh, able to learn to pick
-an instance by where it ranks among the likely ones, trained by `samstream train`, and saved and loaded with the
-model."""
+an instance by where it ranks among the likely ones, and read by each copy of the model from its own weights.
+Training and loading it: test_extension_training.py."""
 
 from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
-from safetensors.torch import load_file, save_file
-from transformers import Sam3VideoModel
 
-from samstream.errors import ModelLoadError
-from samstream.model.extensions import install_extensions
-from samstream.model.loader import load_segmenter
 from samstream.model.rank_scores import RankScorer, query_geometry
-from samstream.model.tiny import tiny_video_config
-from samstream.train.config import Stage, TrainConfig
 from samstream.train.forward import cross_scores
-from samstream.train.trainer import train
-
-SCORER = "detector_model.dot_product_scoring.rank_scorer."
-
-
-def _model(rank_scorer: int | None) -> Sam3VideoModel:
-    torch.manual_seed(3)
-    model = Sam3VideoModel(tiny_video_config(conv_stem=(16,), box_prior=8, rank_scorer=rank_scorer))
-    install_extensions(model)
-    return model.eval()
-
-
-def _detect(model: Sam3VideoModel):
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        return model.detector_model(pixel_values=torch.rand(2, 3, 112, 112, generator=generator),
-                                    input_ids=torch.randint(0, 250, (2, 32), generator=generator),
-                                    attention_mask=torch.ones(2, 32, dtype=torch.long))
+from tests.model.extended_models import detect, tiny_model_with
 
 
 def test_a_fresh_scorer_changes_nothing_and_leaves_the_other_weights_as_without_it():
-    plain, ranked = _model(None), _model(16)
+    plain, ranked = tiny_model_with(box_prior=8), tiny_model_with(box_prior=8, rank_scorer=16)
     assert not hasattr(plain.detector_model.dot_product_scoring, "rank_scorer")
     plain_state = plain.state_dict()
     assert all(torch.equal(v, plain_state[k]) for k, v in ranked.state_dict().items() if "rank_scorer" not in k)
-    assert torch.equal(_detect(plain).pred_logits, _detect(ranked).pred_logits)
+    assert torch.equal(detect(plain).pred_logits, detect(ranked).pred_logits)
 
 
 def test_soft_ranks_order_the_likely_instances_and_ignore_the_unlikely():
@@ -88,33 +63,14 @@ def test_the_scorer_learns_to_pick_the_leftmost_or_largest_likely_instance():
 
 
 def test_a_deep_copy_reads_its_own_scorer_and_a_loss_scoring_alone_leaves_it_idle():
-    model = _model(16)
+    model = tiny_model_with(box_prior=8, rank_scorer=16)
     clone = copy.deepcopy(model)
     with torch.no_grad():
         clone.detector_model.dot_product_scoring.rank_scorer.read_instruction.bias.fill_(1.0)
-    assert not torch.allclose(_detect(clone).pred_logits, _detect(model).pred_logits)
-    assert torch.equal(_detect(copy.deepcopy(model)).pred_logits, _detect(model).pred_logits)
+    assert not torch.allclose(detect(clone).pred_logits, detect(model).pred_logits)
+    assert torch.equal(detect(copy.deepcopy(model)).pred_logits, detect(model).pred_logits)
     # the alignment loss calls the query-text scorer again outside a detector forward: nothing is kept for later
     scoring = model.detector_model.dot_product_scoring
     cross_scores(scoring, torch.randn(2, 2, 16, 128), torch.randn(2, 32, 128), None)
     assert scoring.rank_scorer_inputs is None
 
-
-def test_training_moves_the_scorer_and_the_exported_folder_loads_it(tmp_path):
-    stages = [Stage(name="detect", steps=2, train_tracker=False)]
-    run = TrainConfig(model="tiny-rank", tokenizer_scenes=30, out=str(tmp_path / "run"), batch_pairs=1,
-                      warmup_steps=1, checkpoint_every=1, validation_samples=0, birth_calibration_videos=0,
-                      device="cpu", stages=stages)
-    folder = train(run, progress=False)
-    first = load_file(tmp_path / "run/checkpoints/step-0000001/trainable.safetensors")
-    assert any(k.startswith("model." + SCORER + "read_instruction") and float(v.abs().max()) > 0
-               for k, v in first.items())
-    exported = load_file(folder / "model.safetensors")
-    segmenter = load_segmenter(str(folder), device="cpu")
-    scorer = segmenter.model.detector_model.dot_product_scoring.rank_scorer
-    assert all(torch.equal(v.float(), exported[SCORER + k].float()) for k, v in scorer.state_dict().items())
-
-    save_file({k: v for k, v in exported.items() if not k.startswith(SCORER)}, folder / "model.safetensors",
-              metadata={"format": "pt"})
-    with pytest.raises(ModelLoadError, match="rank scorer"):
-        load_segmenter(str(folder), device="cpu")
