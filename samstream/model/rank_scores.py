@@ -120,7 +120,8 @@ def install_rank_scorer(model: Sam3VideoModel) -> bool:
 # Module-level hooks reading their state from the hooked modules, so a deep copy of the model stays whole. The
 # detector's forward scores its queries before it has returned their boxes: the scorer's inputs are kept when the
 # query-text scorer runs inside a detector forward (not when a loss calls it again on its own), and the term is
-# added to the detector's output.
+# added to the detector's output. So one model runs one forward at a time, as a samstream worker runs its model
+# from its one thread.
 def _arm(detector: Sam3Model, _args: tuple) -> None:
     detector.dot_product_scoring.rank_scorer_inputs = {}
 
