@@ -61,7 +61,8 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # what to train
     model: str = "small"  # "small" (the first release's size), "small-fine" (a 16x16 grid), "small-stem" (small-fine
-    # with a convolutional patch embedding), "tiny" or "tiny-stem" (for tests): a new model; else
+    # with a convolutional patch embedding), "small-stem-box" (+ a box prior in the mask head), "small-stem-rank" (+ a
+    # rank scorer of the query scores), "tiny", "tiny-stem", "tiny-box" or "tiny-rank" (for tests): a new model; else
     # "builtin:small" (the shipped weights), a sam3_video folder or a hub id to start from
     tokenizer_scenes: int = Field(1500, gt=0)  # new models: world scenes whose instructions train the BPE
     # new models: a word is one token wherever it stands, first or not (model/tokenizer.build_bpe_tokenizer)
