@@ -10,8 +10,8 @@ import torch
 from transformers import Sam3VideoConfig, Sam3VideoModel
 
 from samstream.model.box_prior import set_box_prior
-from samstream.model.rank_scores import set_rank_scorer
 from samstream.model.conv_stem import set_conv_stem
+from samstream.model.rank_scores import set_rank_scorer
 from samstream.model.tokenizer import CONTEXT_LENGTH, build_byte_tokenizer
 
 TINY_SEED = 0

@@ -29,9 +29,10 @@ NEW_MODEL_SIZES = {"small": SMALL_TRAINED, "small-fine": SMALL_FINE,  # small-fi
                    "small-stem": SMALL_STEM,  # small-fine with a convolutional patch embedding
                    "small-stem-box": SMALL_STEM_BOX,  # small-stem with a box prior in its mask head
                    "small-stem-rank": SMALL_STEM_RANK,  # small-stem-box with a rank scorer of its query scores
+                   # the built-in tiny sizes (fast; for tests)
                    "tiny": {}, "tiny-stem": {"conv_stem": (16,)},
                    "tiny-box": {"conv_stem": (16,), "box_prior": 8},
-                   "tiny-rank": {"conv_stem": (16,), "box_prior": 8, "rank_scorer": 16}}  # the built-in tiny sizes (fast; for tests)
+                   "tiny-rank": {"conv_stem": (16,), "box_prior": 8, "rank_scorer": 16}}
 TOKENIZER_SCENES = 1500  # world scenes whose (training-template) instructions train the small model's BPE
 TOKENIZER_VOCAB = 640
 LORA_TARGETS = r".*(q_proj|v_proj|k_proj|o_proj)$"  # attention projections of every transformer block
