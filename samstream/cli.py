@@ -44,6 +44,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                         "(AVX512-BF16 or AMX)")
     p.add_argument("--image-size", type=_positive_int, help="model input size override (e.g. 560 or 1008 for SAM3)")
     p.add_argument("--compile", action="store_true", help="torch.compile the vision backbone (CUDA)")
+    p.add_argument("--spatial-rules", choices=["auto", "on", "off"], default="auto",
+                   help="answer 'the leftmost / largest / X left of the Y' by geometry over the noun phrase's "
+                        "instances (docs/model.md); auto: as the model folder says (the shipped model: its choice)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--keyframe-every", type=_positive_int, default=DEFAULT_KEYFRAME_EVERY, metavar="K",
                    help=f"run the detector every K frames, memory propagation between (default {DEFAULT_KEYFRAME_EVERY})")
@@ -323,7 +326,8 @@ def _load(args: argparse.Namespace):
     from samstream.model.loader import load_segmenter
 
     return load_segmenter(args.model, device=args.device, adapters=args.adapters, precision=args.precision,
-                          image_size=args.image_size, compile=args.compile)
+                          image_size=args.image_size, compile=args.compile,
+                          spatial_rules={"auto": None, "on": True, "off": False}[args.spatial_rules])
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -62,14 +62,17 @@ def set_image_size(config: Sam3VideoConfig, image_size: int) -> Sam3VideoConfig:
 
 
 def load_segmenter(model: str | None = None, device: str = "auto", adapters: str | None = None,
-                   precision: str = "auto", image_size: int | None = None, compile: bool = False) -> Sam3Segmenter:
+                   precision: str = "auto", image_size: int | None = None, compile: bool = False,
+                   spatial_rules: bool | None = None) -> Sam3Segmenter:
     """`model`: None or 'builtin:tiny-random' for the built-in tiny model, else a local folder or hub id of a
     `sam3_video` checkpoint in transformers format (e.g. 'facebook/sam3').
     `adapters`: a SAM3-I adapter file (ours, see `samstream convert-checkpoint`); by default the model folder's
     `sam3i_adapters.safetensors` when present, else identity adapters (plain SAM3 behaviour at every level).
     `precision`: fp32, bf16 autocast (CUDA, or a CPU with native bf16), fp16 autocast (CUDA), or auto (bf16 on
     CUDA, fp32 on CPU).
-    `image_size`: input size override; `compile`: torch.compile the vision backbone (CUDA)."""
+    `image_size`: input size override; `compile`: torch.compile the vision backbone (CUDA).
+    `spatial_rules`: answer side / size-rank / relation selectors by geometry (samstream.model.spatial); None: as the
+    folder's samstream.json says (off where it says nothing)."""
     torch_device = resolve_device(device)
     autocast = autocast_dtype(precision, torch_device)
     model = model or default_model()
@@ -78,6 +81,7 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
         name, trained = BUILTIN_TINY, False
         threshold, birth = UNTRAINED_SCORE_THRESHOLD, UNTRAINED_BIRTH_THRESHOLD
         box_crop = zoom = presence = None
+        rules = False
     else:
         name = model
         if model == BUILTIN_SMALL:
@@ -94,6 +98,7 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
         box_crop = _box_crop_margin(meta, meta_file)
         zoom = _zoom_rescore(meta, meta_file)
         presence = _presence_threshold(meta, meta_file)
+        rules = _spatial_rules(meta, meta_file)
         bundled = Path(model).expanduser() / ADAPTERS_FILE
         if adapters is None and bundled.is_file():
             adapters = str(bundled)
@@ -106,7 +111,8 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
     info = ModelInfo(name=name, parameters=parameters, trained=trained, score_threshold=threshold,
                      birth_threshold=birth, image_size=image_size, device=str(torch_device),
                      adapters=adapters or "identity (SAM3 behaviour at every level)", box_crop_margin=box_crop,
-                     zoom_rescore=zoom, presence_threshold=presence)
+                     zoom_rescore=zoom, presence_threshold=presence,
+                     spatial_rules=rules if spatial_rules is None else spatial_rules)
     segmenter = Sam3Segmenter(network, tokenizer, info, adapters=loaded, autocast_dtype=autocast)
     if compile:
         if torch_device.type != "cuda":
@@ -163,6 +169,14 @@ def _box_crop_margin(meta: dict, file: Path) -> float | None:
 def _presence_threshold(meta: dict, file: Path) -> float | None:
     """`presence_threshold`: the presence probability an image needs for any detection, or None (no gate)."""
     return _optional_number(meta, "presence_threshold", 0, 1, file)
+
+
+def _spatial_rules(meta: dict, file: Path) -> bool:
+    """`spatial_rules`: true or false (absent: false), chosen when the model was exported."""
+    value = meta.get("spatial_rules", False)
+    if not isinstance(value, bool):
+        raise ModelLoadError(f"{file}: spatial_rules must be true or false, not {value!r}")
+    return value
 
 
 def _zoom_rescore(meta: dict, file: Path) -> ZoomRescore | None:

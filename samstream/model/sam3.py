@@ -20,6 +20,7 @@ from samstream.model.sam3_memory import Sam3TrackerMemory, propagate_streams
 from samstream.model.sam3i import Sam3I, Sam3IAdapters
 from samstream.model.upsample import upsample_masks
 from samstream.model.segmenter import Detections, FrameFeatures, ModelInfo
+from samstream.model.spatial import detect_with_spatial_rules
 from samstream.model.tokenizer import CONTEXT_LENGTH
 from samstream.model.zoom import (REFINE_MIN_IOU, ZoomView, best_matching_query, combine, cut_views, logits_to_frame,
                                   mask_to_view, view_around)
@@ -107,6 +108,9 @@ class Sam3Segmenter:
         """All instructions in one batched detector pass over the shared vision features, each routed
         through the SAM3-I adapters of its level."""
         with self.precision():
+            if self.info.spatial_rules:
+                return detect_with_spatial_rules(lambda texts, lv: self._detect(features, texts, lv),
+                                                 instructions, levels)
             return self._detect(features, instructions, levels)
 
     def _detect(self, features: FrameFeatures, instructions: list[str], levels: list[Level]) -> list[Detections]:

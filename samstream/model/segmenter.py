@@ -34,6 +34,9 @@ class ModelInfo:
     # whatever its queries score. None: off (SAM3's behaviour: presence only multiplies each query's score). For
     # small models the presence head tells negatives apart better than the product does (docs/model-card.md)
     presence_threshold: float | None = None
+    # simple instructions with a side, size-rank or relation selector ("the leftmost circle") are asked as their
+    # noun phrase and answered by geometry over its instances (samstream.model.spatial). False: the model alone
+    spatial_rules: bool = False
 
 
 @dataclass(frozen=True)

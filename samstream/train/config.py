@@ -130,6 +130,9 @@ class TrainConfig(BaseModel):
     calibration_negative_share: float = Field(0.25, ge=0, le=1)
     birth_calibration_videos: int = Field(8, ge=0)  # world data: clips the birth threshold is chosen on (0: a margin)
     birth_calibration_frames: int = Field(30, ge=2)  # ...and their length
+    # world data: held-out images on which the export chooses whether spatial selectors are answered by rule
+    # (train/spatial_choice.py; 0: off, the model alone)
+    spatial_calibration_images: int = Field(100, ge=0)
     # world data: box-crop margins (shares of the image) the same clips also try, against not cropping; the best
     # goes to samstream.json as `box_crop_margin` (docs/finetuning.md). Empty: masks are never cropped (SAM3)
     box_crop_margins: list[Annotated[float, Field(ge=0, le=0.5)]] = Field(default_factory=list, max_length=4)

@@ -26,6 +26,7 @@ from samstream.train.forward import TrainModule
 from samstream.train.object_batches import ObjectBatches
 from samstream.train.prefetch import Prefetched
 from samstream.train.setup import build_trainable, merge_lora, trainable_parameters
+from samstream.train.spatial_choice import choose_spatial_rules
 from samstream.train.word_noise import WordNoise
 from samstream.train.world_batches import WorldBatches
 
@@ -330,6 +331,13 @@ def export(config: TrainConfig, module: TrainModule, trainable, folder: Path, pr
         if birth["box_crop_margin"] is not None:
             meta["box_crop_margin"] = birth["box_crop_margin"]
         calibration["birth"] = birth
+        (part / MODEL_META_FILE).write_text(json.dumps(meta, indent=1))
+    if config.validation_samples and config.data == "world" and config.spatial_calibration_images:
+        # rules or the model alone for "the leftmost X": chosen by segmenting images with the exported model
+        spatial = choose_spatial_rules(load_segmenter(str(part), device=config.device),
+                                       images=config.spatial_calibration_images, progress=progress)
+        meta["spatial_rules"] = spatial["spatial_rules"]
+        calibration["spatial_rules"] = spatial
         (part / MODEL_META_FILE).write_text(json.dumps(meta, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     part.rename(folder)

@@ -13,7 +13,7 @@ from samstream.train.trainer import train
 def test_each_detecting_checkpoint_logs_text_reliance_and_separation(tmp_path):
     run = TrainConfig(model="tiny", instructions_per_frame=2, tokenizer_scenes=20, out=str(tmp_path / "run"),
                       batch_pairs=1, warmup_steps=1, log_every=1, checkpoint_every=1, checkpoint_probes=4,
-                      validation_samples=4, birth_calibration_videos=0, device="cpu",
+                      validation_samples=4, birth_calibration_videos=0, spatial_calibration_images=0, device="cpu",
                       stages=[Stage(name="objects", task="objects", steps=1), Stage(name="words", steps=2)])
     train(run, progress=False)
     records = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]

@@ -75,6 +75,7 @@ def test_the_tokenizer_reads_each_phrase_word_as_one_token_and_a_run_trains(tmp_
     run = TrainConfig(model="tiny", every_object_rate=0.5, instructions_per_frame=2, tokenizer_scenes=20,
                       tokenizer_prefix_space=True, out=str(tmp_path / "run"), batch_pairs=1, warmup_steps=1,
                       log_every=1, checkpoint_every=2, validation_samples=4, birth_calibration_videos=0,
+                      spatial_calibration_images=0,
                       device="cpu", stages=[Stage(steps=2)])
     tokenizer = build_trainable(run, torch.device("cpu")).tokenizer
     for phrase in EVERY_OBJECT_PHRASES:

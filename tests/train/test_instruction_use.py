@@ -116,6 +116,7 @@ def test_a_loaded_checkpoint_can_restart_its_text_encoder_and_train_around_a_fro
     held = ["detector_model.vision_encoder", "detector_model.text_encoder", "tracker_model", "tracker_neck"]
     config = TrainConfig(model=str(tmp_path / "sam3"), text_init="identity", out=str(tmp_path / "run"), batch_pairs=1,
                          warmup_steps=1, checkpoint_every=2, validation_samples=2, birth_calibration_videos=0,
+                         spatial_calibration_images=0,
                          device="cpu", train_tracker=False,
                          stages=[Stage(steps=1, freeze=[*held, "adapters.text"]), Stage(steps=1, freeze=held)])
     trainable = build_trainable(config, torch.device("cpu"))
@@ -156,7 +157,7 @@ def test_a_stage_can_hold_the_text_encoder_fixed_and_the_next_trains_it(tmp_path
     stages = [Stage(name="words-fixed", steps=2, freeze=["detector_model.text_encoder"]), Stage(name="all", steps=1)]
     config = TrainConfig(model="tiny", tokenizer_scenes=30, text_init="identity", out=str(tmp_path / "run"),
                          batch_pairs=1, warmup_steps=1, checkpoint_every=2, validation_samples=2,
-                         birth_calibration_videos=0, device="cpu",
+                         birth_calibration_videos=0, spatial_calibration_images=0, device="cpu",
                          train_tracker=False, stages=stages)
     start = {f"model.{k}": v.clone() for k, v in build_trainable(config, torch.device("cpu")).model.state_dict().items()}
     train(config, progress=False)

@@ -82,7 +82,7 @@ def test_an_objects_stage_trains_the_backbone_alone_then_detection_exports_a_ste
               Stage(name="detect", steps=1, train_tracker=False)]
     run = TrainConfig(model="tiny-stem", tokenizer_scenes=30, out=str(tmp_path / "run"), batch_pairs=1,
                       warmup_steps=1, log_every=1, checkpoint_every=1, validation_samples=4,
-                      birth_calibration_videos=0, device="cpu", stages=stages)
+                      birth_calibration_videos=0, spatial_calibration_images=0, device="cpu", stages=stages)
     folder = train(run, progress=False)
     log = [json.loads(line) for line in (tmp_path / "run/train_log.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in log] == ["backbone", "backbone", "backbone", "detect"]

@@ -55,7 +55,7 @@ def test_spread_queries_take_no_weight_decay_and_need_a_new_model():
 def test_a_run_with_spread_queries_trains_and_exports_them(tmp_path):
     run = TrainConfig(model="tiny", tokenizer_scenes=20, query_init="spread", out=str(tmp_path / "run"),
                       batch_pairs=1, warmup_steps=1, checkpoint_every=2, validation_samples=4,
-                      birth_calibration_videos=0, device="cpu", stages=[Stage(steps=2)])
+                      birth_calibration_videos=0, spatial_calibration_images=0, device="cpu", stages=[Stage(steps=2)])
     exported = load_sam3_video(str(train(run, progress=False))).detector_model.detr_decoder
     boxes = exported.reference_points.weight.float().sigmoid()
     assert torch.allclose(boxes, grid_boxes(len(boxes)), atol=0.02)  # two small steps from the grid

@@ -21,7 +21,7 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     config = TrainConfig(model="tiny", tokenizer_scenes=20, text_init="identity", out=str(out), batch_pairs=1,
                          warmup_steps=1, validation_samples=4, birth_calibration_videos=1, birth_calibration_frames=4,
-                         device="cpu", stages=[Stage(steps=2)])
+                         spatial_calibration_images=4, device="cpu", stages=[Stage(steps=2)])
     return train(config, progress=False)
 
 
@@ -31,7 +31,8 @@ def test_calibrate_writes_the_same_weights_with_thresholds_chosen_again(trained,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert f"{out} written: score threshold" in done.stdout
-    for stage in ("score threshold", "text reliance", "instance separation", "birth threshold"):  # progress bars
+    for stage in ("score threshold", "text reliance", "instance separation", "birth threshold",
+                  "spatial rules"):  # progress bars
         assert any(stage in line and "100%" in line for line in done.stderr.replace("\r", "\n").splitlines()), stage
     for name in ("model.safetensors", ADAPTERS_FILE):
         before, after = load_file(trained / name), load_file(out / name)
@@ -41,6 +42,7 @@ def test_calibrate_writes_the_same_weights_with_thresholds_chosen_again(trained,
     samples = [meta["calibration"]["positives"] + meta["calibration"]["negatives"] for meta in (old, new)]
     assert samples[0] < 40 <= samples[1]  # --samples, not the training run's 4 (whole batches are drawn)
     assert "by_presence_threshold" in new["calibration"] and "birth" in new["calibration"]
+    assert new["spatial_rules"] == new["calibration"]["spatial_rules"]["spatial_rules"]
     segmenter = load_segmenter(str(out), device="cpu")
     assert segmenter.info.score_threshold == new["score_threshold"]
     assert segmenter.info.presence_threshold == new.get("presence_threshold")

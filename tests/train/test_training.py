@@ -33,7 +33,8 @@ def base_folder(tmp_path_factory):
 
 def config(tmp_path, **kw) -> TrainConfig:
     defaults = dict(out=str(tmp_path / "run"), batch_pairs=1, warmup_steps=1, log_every=1, checkpoint_every=2,
-                    validation_samples=4, birth_calibration_videos=0, device="cpu", stages=[Stage(steps=2)])
+                    validation_samples=4, birth_calibration_videos=0,
+                    spatial_calibration_images=0, device="cpu", stages=[Stage(steps=2)])
     defaults.update(kw)
     return TrainConfig(**defaults)
 
@@ -71,7 +72,8 @@ def test_lora_trains_only_low_rank_deltas_and_exports_merged_weights(base_folder
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
     cfg = config(tmp_path, model="tiny", tokenizer_scenes=30, stages=[Stage(steps=2)], checkpoint_every=1,
-                 birth_calibration_videos=1, birth_calibration_frames=6, box_crop_margins=[0.05])
+                 birth_calibration_videos=1, birth_calibration_frames=6, box_crop_margins=[0.05],
+                 spatial_calibration_images=6)
     train(cfg, progress=False)
     first = load_file(tmp_path / "run/checkpoints/step-0000002/trainable.safetensors")
     longer = cfg.model_copy(update={"stages": [Stage(steps=4)]})
@@ -100,6 +102,10 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert reliance["samples"] >= 2 and 0 <= reliance["top_query_iou_other_text"] <= 1
     instances = meta["calibration"]["instances"]  # are the queries instances, or copies of one mask?
     assert instances["frames"] >= 2 and 0 <= instances["best_query_iou_per_object"] <= 1
+    spatial = meta["calibration"]["spatial_rules"]  # "the leftmost X" by rule or by the model: the better on images
+    assert spatial["images"]["count"] == 6 and spatial["simple_samples"] > 0
+    assert meta["spatial_rules"] == spatial["spatial_rules"] == segmenter.info.spatial_rules
+    assert spatial["spatial_rules"] == (spatial["simple_giou"]["on"] > spatial["simple_giou"]["off"])
 
 
 def test_small_fine_sizes_train_and_track(tmp_path):
@@ -133,7 +139,7 @@ def test_full_training_on_a_coco_dataset(tmp_path):
 def test_cli_trains_and_rejects_bad_configs(tmp_path):
     good = tmp_path / "good.toml"
     good.write_text(f'model = "tiny"\ntokenizer_scenes = 20\nbatch_pairs = 1\nwarmup_steps = 1\n'
-                    f'validation_samples = 2\nbirth_calibration_videos = 0\nout = "{tmp_path / "cli"}"\nnegative_queries = true\n'
+                    f'validation_samples = 2\nbirth_calibration_videos = 0\nspatial_calibration_images = 0\nout = "{tmp_path / "cli"}"\nnegative_queries = true\n'
                     f'text_init = "identity"\ninstructions_per_frame = 2\n'
                     f'[loss_weights]\ncls = 4.0\nalign = 1.0\n[[stages]]\nsteps = 1\nfreeze = ["adapters.text"]\n')
     cli = [sys.executable, "-m", "samstream", "train"]
@@ -165,7 +171,7 @@ def test_ddp_with_torchrun_on_cpu(tmp_path):
     """Two processes (gloo) train one model with DDP (averaged gradients); rank 0 alone logs and saves."""
     cfg = tmp_path / "ddp.toml"
     cfg.write_text(f'model = "tiny"\ntokenizer_scenes = 20\nbatch_pairs = 1\nwarmup_steps = 1\nlog_every = 1\n'
-                   f'validation_samples = 2\nbirth_calibration_videos = 0\ntrain_tracker = false\nout = "{tmp_path / "ddp"}"\n[[stages]]\nsteps = 2\n')
+                   f'validation_samples = 2\nbirth_calibration_videos = 0\nspatial_calibration_images = 0\ntrain_tracker = false\nout = "{tmp_path / "ddp"}"\n[[stages]]\nsteps = 2\n')
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
                            "29517", "-m", "samstream", "train", str(cfg), "--quiet"],
                           capture_output=True, text=True, timeout=600)
