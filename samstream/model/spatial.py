@@ -2,8 +2,7 @@
 
 A simple instruction often names a noun phrase and a selector the detector must rank its instances by: a side
 ("the cup on the left", "the topmost box"), a size rank ("the largest circle", "the two smallest boxes") or a
-relation to another object ("the circle left of the square"); or a count that restates how many there are ("the
-two cups", "both boxes": every instance of the noun phrase). SAM3's detector finds a noun phrase's instances
+relation to another object ("the circle left of the square"). SAM3's detector finds a noun phrase's instances
 well; ranking them by where they are is geometry, which rules do exactly. As SAM3's agent decomposes a
 referring expression into noun phrases for the detector and reasons over the masks it returns, these rules
 decompose the selectors they know and leave every other instruction to the model as it is.
@@ -30,7 +29,7 @@ Rank = Literal["largest", "smallest"]
 
 _SIDE_WORDS = {"left": "left", "right": "right", "top": "top", "bottom": "bottom", "upper": "top", "lower": "bottom"}
 _RANK_WORDS = {"largest": "largest", "biggest": "largest", "smallest": "smallest", "tiniest": "smallest"}
-_COUNT_WORDS = {"two": 2, "both": 2, "three": 3, "four": 4, "five": 5, "2": 2, "3": 3, "4": 4, "5": 5}
+_COUNT_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "2": 2, "3": 3, "4": 4, "5": 5}
 _RELATION_WORDS = {"left of": "left", "right of": "right", "above": "top", "over": "top", "on top of": "top",
                    "below": "bottom", "under": "bottom", "beneath": "bottom", "underneath": "bottom"}
 
@@ -43,7 +42,6 @@ _PATTERNS: list[re.Pattern] = [re.compile(p) for p in (
     rf"beneath|underneath) (?:the |a |an )?(?P<anchor>.+)$",
     rf"^(?:the |all )?(?P<count>two|three|four|five|2|3|4|5) {_RANK} (?P<np>.+)$",
     rf"^(?:the )?{_RANK} (?P<np>.+)$",
-    r"^(?:the |all )?(?P<count>two|three|four|five|2|3|4|5|both) (?P<np>.+)$",  # every instance: the count restates it
     rf"^(?P<np>.+?) {_IS}(?:the )?{_RANK}(?: one| ones)?$",
     rf"^(?:the )?{_SIDE}most (?P<np>.+)$",
     rf"^(?P<np>.+?) {_IS}(?:furthest|farthest|closest|nearest) to the {_SIDE}$",
@@ -62,7 +60,7 @@ class SpatialQuery:
     noun_level: Level = "concept"  # a noun phrase with its own clause ("the person in red") is simple
     side: Side | None = None  # the instance furthest to this side
     rank: Rank | None = None  # the `count` largest / smallest instances
-    count: int = 1  # with no side, rank or relation: every instance ("the two cups" names the cups)
+    count: int = 1
     anchor: str | None = None  # relations: the noun phrase of the object the others are placed against
     relation: Side | None = None  # the side of the anchor the selected instance lies on
 
@@ -86,14 +84,10 @@ def parse_spatial(instruction: str) -> SpatialQuery | None:
             if anchor is None or classify_level(anchor) != "concept":
                 return None  # "left of the box that is red": the anchor must be one noun phrase
             return SpatialQuery(noun, level, anchor=anchor, relation=_RELATION_WORDS[found["relation"]])
-        count = _COUNT_WORDS[found["count"]] if found.get("count") else 1
         if found.get("rank"):
+            count = _COUNT_WORDS[found["count"]] if found.get("count") else 1
             return SpatialQuery(noun, level, rank=_RANK_WORDS[found["rank"]], count=count)
-        if found.get("side"):
-            return SpatialQuery(noun, level, side=_SIDE_WORDS[found["side"]])
-        if level != "concept":
-            return None  # "the two cups on the left": more than a count to read
-        return SpatialQuery(noun, level, count=count)
+        return SpatialQuery(noun, level, side=_SIDE_WORDS[found["side"]])
     return None
 
 
@@ -159,8 +153,6 @@ def select(query: SpatialQuery, instances: list[Instance], anchors: list[Instanc
     if query.rank is not None:
         ordered = sorted(instances, key=lambda inst: inst.area, reverse=query.rank == "largest")
         return ordered[:query.count]
-    if query.relation is None:
-        return instances
     if not anchors:
         return []
     anchor = anchors[0]  # the anchor phrase's best-scored instance
