@@ -157,7 +157,7 @@ def select(query: SpatialQuery, instances: list[Instance], anchors: list[Instanc
         return []
     anchor = anchors[0]  # the anchor phrase's best-scored instance
     margin = 0.5 * np.sqrt(anchor.area)  # half the anchor's size: "left of" means clearly left of it
-    beyond = [inst for inst in instances if inst is not anchor and not _same(inst, anchor)
+    beyond = [inst for inst in instances if not _same(inst, anchor)  # "the circle left of the circle"
               and _toward(query.relation, inst.centre) > _toward(query.relation, anchor.centre) + margin]
     return beyond[:1]  # best score first
 
