@@ -1,23 +1,20 @@
 """`samstream bench train`: the median time of one training step of the shipped model's recipe (small-stem sizes,
-world batches of 16 frames and 32 instructions, dense loss), per precision, measured in one process; and of steps
-in a row with their batches drawn as training draws them, directly or prefetched (train/prefetch.py).
+world batches of 16 frames and 32 instructions, dense loss), per precision, measured in one process.
 
-Speed, not quality: the weights are fresh, and the steps are the detector stages' (the long ones), the tracker
-stage's and the objects stage's. The bf16 row runs where the device computes bf16 natively (model/precision.py).
+Speed, not quality: the weights are fresh, and the steps are the detector stages' (the long ones) and the
+tracker stage's. The bf16 row runs where the device computes bf16 natively (model/precision.py).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from contextlib import nullcontext
 
 import torch
 
 from samstream.model.loader import resolve_device
 from samstream.model.precision import bf16_unsupported_reason
 from samstream.train.config import LossWeights, Stage, TrainConfig
-from samstream.train.prefetch import Prefetched
 from samstream.train.setup import build_trainable, trainable_parameters
 from samstream.train.trainer import stage_batches, train_module
 
@@ -25,76 +22,40 @@ BENCH_TOKENIZER_SCENES = 200  # enough for a vocabulary; speed does not depend o
 
 
 def bench_config(device: str, model: str = "small-stem") -> TrainConfig:
-    """The shipped recipe's sizes and batches (configs/small-palette.toml): an objects, a detector and a tracker
-    stage."""
+    """The shipped recipe's sizes and batches (configs/small-palette.toml), one detector and one tracker stage."""
     return TrainConfig(model=model, data="world", text_init="identity", batch_pairs=8,
                        instructions_per_frame=2, contrast_rate=0.6, palette_rate=0.5, negative_rate=0.3,
                        negative_queries=True, loss_weights=LossWeights(cls=5.0, presence=5.0, dense=2.0),
                        tokenizer_scenes=BENCH_TOKENIZER_SCENES, device=device, out="unused",
-                       stages=[Stage(name="objects", task="objects", steps=1, mosaic_rate=0.5),
-                               Stage(name="joint", steps=1, train_tracker=False),
+                       stages=[Stage(name="joint", steps=1, train_tracker=False),
                                Stage(name="track", steps=1, train_tracker=True, freeze=["detector_model", "adapters"])])
 
 
-OBJECTS, DETECTOR, TRACKER = 0, 1, 2  # bench_config's stages
-
-
-def _stepper(config: TrainConfig, stage: int):
-    """Fresh weights, the stage's module and an optimizer; returns (one optimizer step on a batch, the batches)."""
+def _step_ms(config: TrainConfig, stage: int, precision: str, repeats: int) -> float:
     device = resolve_device(config.device)
     trainable = build_trainable(config, device)
     module = train_module(config, trainable, negative_queries=True,
                           train_tracker=bool(config.stages[stage].train_tracker)).to(device).train()
-    if stage == TRACKER:
+    if stage == 1:
         module.train_detector = False  # the tracker stage holds the detector fixed, as the trainer does
     params = list(trainable_parameters(module).values())
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-
-    def step(batch) -> None:
-        losses = module(batch)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
-    return step, stage_batches(config, trainable, stage, 0)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _step_ms(config: TrainConfig, stage: int, precision: str, repeats: int) -> float:
-    """Median of `repeats` optimizer steps (after a warm-up), the batch drawn outside the timer."""
-    device = resolve_device(config.device)
-    step, batches = _stepper(config, stage)
+    batches = stage_batches(config, trainable, stage, 0)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     times = []
     for i in range(repeats + 1):  # the first is a warm-up
         batch = batches.sample(config.batch_pairs)
-        _synchronize(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         with autocast:
-            step(batch)
-        _synchronize(device)
+            losses = module(batch)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         if i:
-            times.append((time.perf_counter() - start) * 1000)
-    return round(statistics.median(times), 1)
-
-
-def _loop_ms(config: TrainConfig, stage: int, prefetch: bool, repeats: int) -> float:
-    """Median time per step of `repeats` steps in a row, each drawing its batch as `samstream train` does:
-    directly, or prefetched during the step before (train/prefetch.py)."""
-    device = resolve_device(config.device)
-    step, stream = _stepper(config, stage)
-    step(stream.sample(config.batch_pairs))  # warm-up
-    with Prefetched(stream, config.batch_pairs) if prefetch else nullcontext() as prefetched:
-        draw = prefetched.sample if prefetch else lambda: stream.sample(config.batch_pairs)
-        times = []
-        for _ in range(repeats):
-            _synchronize(device)
-            start = time.perf_counter()
-            step(draw())
-            _synchronize(device)
             times.append((time.perf_counter() - start) * 1000)
     return round(statistics.median(times), 1)
 
@@ -105,17 +66,12 @@ def bench_train(device: str = "auto", repeats: int = 5, model: str = "small-stem
     torch_device = resolve_device(device)
     precisions = ["fp32"] + (["bf16"] if bf16_unsupported_reason(torch_device) is None else [])
     steps: dict[str, dict[str, float]] = {}
-    for stage, name in ((DETECTOR, "detector_step_ms"), (TRACKER, "tracker_step_ms")):
+    for stage, name in enumerate(("detector_step_ms", "tracker_step_ms")):
         for precision in precisions:
             steps.setdefault(precision, {})[name] = _step_ms(config, stage, precision, repeats)
-    # fp32 steps with their batches drawn: in the loop, or in a thread during the step before
-    drawing = {name: {mode: _loop_ms(config, stage, mode == "prefetched", repeats) for mode in ("direct", "prefetched")}
-               for stage, name in ((OBJECTS, "objects_step_ms"), (DETECTOR, "detector_step_ms"))}
     report = {"benchmark": "train", "model": model, "device": str(torch_device), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "repeats": repeats, "frames_per_step": 2 * config.batch_pairs,
-              "instructions_per_step": 2 * config.batch_pairs * config.instructions_per_frame, "steps": steps,
-              "with_drawing": drawing,
-              "prefetch_speedup": {name: round(row["direct"] / row["prefetched"], 2) for name, row in drawing.items()}}
+              "instructions_per_step": 2 * config.batch_pairs * config.instructions_per_frame, "steps": steps}
     if "bf16" in steps:
         report["bf16_speedup"] = {name: round(steps["fp32"][name] / steps["bf16"][name], 2) for name in steps["fp32"]}
     return report

@@ -24,7 +24,6 @@ from samstream.train.config import Stage, TrainConfig
 from samstream.train.dense import WORLD_DENSE_CLASSES, object_accuracy
 from samstream.train.forward import TrainModule
 from samstream.train.object_batches import ObjectBatches
-from samstream.train.prefetch import Prefetched
 from samstream.train.setup import build_trainable, merge_lora, trainable_parameters
 from samstream.train.spatial_choice import choose_spatial_rules
 from samstream.train.word_noise import WordNoise
@@ -161,42 +160,41 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
             stage_start, stage_end = stage_end, stage_end + stage.steps
             if step >= stage_end:
                 continue
-            stream = stage_batches(config, trainable, index, rank)
-            stream.skip(step - stage_start)
+            batches = stage_batches(config, trainable, index, rank)
+            batches.skip(step - stage_start)
             frozen = frozen_by_stage[index]
             module.train_tracker = _stage_tracks(config, stage)
             module.negative_queries = config.negative_queries_of(stage)
             module.train_detector = not holds_detector[index]  # else only the backbone runs, for the tracker
             if world == 1:  # DDP registered its parameters once, so there frozen ones only lose their gradient
                 hold_fixed(params, frozen)
-            with Prefetched(stream, config.batch_pairs) as batches:
-                while step < stage_end:
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr_at(step, config)
-                    batch = batches.sample()
-                    with autocast:
-                        losses = runner(batch)
-                    optimizer.zero_grad(set_to_none=True)
-                    losses["loss"].backward()
-                    for p in frozen:
-                        p.grad = None  # AdamW leaves a parameter without a gradient (and its moments) untouched
-                    grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), config.grad_clip)
-                    optimizer.step()
-                    step += 1
-                    bar.update(1)
-                    if log is not None and (step % config.log_every == 0 or step == 1):
-                        record = {"step": step, "stage": stage.name, "lr": lr_at(step - 1, config),
-                                  "grad_norm": round(float(grad_norm), 4), "elapsed_s": round(time.time() - started, 1),
-                                  **{k: round(float(v.detach()), 5) for k, v in losses.items()}}
-                        log.write(json.dumps(record) + "\n")
-                        log.flush()
-                        bar.set_postfix(loss=f"{record['loss']:.3f}")
-                    if rank == 0 and (step % config.checkpoint_every == 0 or step == config.total_steps):
-                        save_checkpoint(out / "checkpoints" / f"step-{step:07d}", module, optimizer,
-                                        {"step": step, "stage": stage.name}, stored=params)
-                        # a stage that holds the detector fixed (the tracker's) would measure the same detector again
-                        if config.checkpoint_probes and stage.task == "detect" and not holds_detector[index]:
-                            log_probes(log, config, module, trainable, step, stage.name)
+            while step < stage_end:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, config)
+                batch = batches.sample(config.batch_pairs)
+                with autocast:
+                    losses = runner(batch)
+                optimizer.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                for p in frozen:
+                    p.grad = None  # AdamW leaves a parameter without a gradient (and its moments) untouched
+                grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), config.grad_clip)
+                optimizer.step()
+                step += 1
+                bar.update(1)
+                if log is not None and (step % config.log_every == 0 or step == 1):
+                    record = {"step": step, "stage": stage.name, "lr": lr_at(step - 1, config),
+                              "grad_norm": round(float(grad_norm), 4), "elapsed_s": round(time.time() - started, 1),
+                              **{k: round(float(v.detach()), 5) for k, v in losses.items()}}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{record['loss']:.3f}")
+                if rank == 0 and (step % config.checkpoint_every == 0 or step == config.total_steps):
+                    save_checkpoint(out / "checkpoints" / f"step-{step:07d}", module, optimizer,
+                                    {"step": step, "stage": stage.name}, stored=params)
+                    # a stage that holds the detector fixed (the tracker's) would measure the same detector again
+                    if config.checkpoint_probes and stage.task == "detect" and not holds_detector[index]:
+                        log_probes(log, config, module, trainable, step, stage.name)
             if stage.task == "objects" and log is not None:
                 # what the backbone now names on held-out whole frames, as it will see them when detecting
                 record = {"step": step, "stage": stage.name,

@@ -127,6 +127,19 @@ def test_small_fine_sizes_train_and_track(tmp_path):
     assert shapes == [(96, 96)] * 5
 
 
+def test_training_on_unreadable_images_fails_with_one_line(tmp_path):
+    synthesize(tmp_path / "coco", images=2, width=64, height=64, seed=3, progress=False)
+    for image in (tmp_path / "coco/images").iterdir():
+        image.unlink()  # the annotations name images that are gone
+    config = tmp_path / "run.toml"
+    config.write_text(f'model = "tiny"\ndata = "{tmp_path / "coco/images.json"}"\nout = "{tmp_path / "run"}"\n'
+                      "tokenizer_scenes = 30\nbatch_pairs = 1\n[[stages]]\nsteps = 2\n")
+    done = subprocess.run([sys.executable, "-m", "samstream", "train", str(config)], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "cannot read image" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run/model").exists()  # nothing exported from a failed run
+
+
 def test_full_training_on_a_coco_dataset(tmp_path):
     synthesize(tmp_path / "coco", images=4, width=64, height=64, seed=3, progress=False)
     cfg = config(tmp_path, model="tiny", tokenizer_scenes=30, data=str(tmp_path / "coco/images.json"))
