@@ -166,12 +166,15 @@ def _same(a: Instance, b: Instance) -> bool:
     return _iou(a.mask, b.mask, a.area, b.area) >= 0.5
 
 
-def _as_detections(chosen: list[Instance], found: Detections) -> Detections:
+def _as_detections(chosen: list[Instance], found: Detections, sure: float = 0.0) -> Detections:
+    """The chosen instances as detections, each scored the higher of its noun phrase's score and `sure` (the
+    model's own top score for the whole instruction: a noun phrase asked alone can score under a track's birth bar
+    where the instruction it came from does not)."""
     if not chosen:
         return Detections(masks=np.zeros((0, *found.masks.shape[1:]), bool), scores=np.zeros(0, np.float32),
                           presence=found.presence)
     return Detections(masks=np.stack([inst.mask for inst in chosen]),
-                      scores=np.array([inst.score for inst in chosen], np.float32), presence=found.presence)
+                      scores=np.array([max(inst.score, sure) for inst in chosen], np.float32), presence=found.presence)
 
 
 Detect = Callable[[list[str], list[Level]], list[Detections]]
@@ -183,8 +186,9 @@ def detect_with_spatial_rules(detect: Detect, instructions: list[str], levels: l
     queries = [parse_spatial(text) if level == "simple" else None for text, level in zip(instructions, levels)]
     asked: dict[tuple[str, Level], int] = {}
     for text, level, query in zip(instructions, levels, queries):
-        phrases = [(text, level)] if query is None else \
-            [(query.noun_phrase, query.noun_level)] + ([(query.anchor, "concept")] if query.anchor else [])
+        phrases = [(text, level)]  # a rule's instruction too: its own score says how sure the model is of it
+        if query is not None:
+            phrases += [(query.noun_phrase, query.noun_level)] + ([(query.anchor, "concept")] if query.anchor else [])
         for phrase in phrases:
             asked.setdefault(phrase, len(asked))
     keys = list(asked)
@@ -196,5 +200,7 @@ def detect_with_spatial_rules(detect: Detect, instructions: list[str], levels: l
             continue
         nouns = found[asked[(query.noun_phrase, query.noun_level)]]
         anchors = split_instances(found[asked[(query.anchor, "concept")]]) if query.anchor else None
-        out.append(_as_detections(select(query, split_instances(nouns), anchors), nouns))
+        own = found[asked[(text, level)]]
+        sure = float(own.scores.max()) if len(own) else 0.0
+        out.append(_as_detections(select(query, split_instances(nouns), anchors), nouns, sure))
     return out

@@ -80,11 +80,15 @@ def test_one_detector_call_answers_rules_and_the_models_instructions_together():
 
     def detect(texts, levels):
         calls.append(list(zip(texts, levels)))
-        return [detections(objects.get(text, [disc(30, 30, 9)]), [0.9]) for text in texts]
+        return [detections(objects.get(text, [disc(30, 30, 9)]), [0.1 if text in objects else 0.6]) for text in texts]
 
     texts = ["the leftmost circle", "the largest circle", "the circle right of the square", "the red circle"]
     found = detect_with_spatial_rules(detect, texts, ["simple", "simple", "simple", "concept"])
-    assert calls == [[("circle", "concept"), ("square", "concept"), ("the red circle", "concept")]]
+    assert calls == [[("the leftmost circle", "simple"), ("circle", "concept"), ("the largest circle", "simple"),
+                      ("the circle right of the square", "simple"), ("square", "concept"),
+                      ("the red circle", "concept")]]  # each phrase once
+    # a rule's pick scores as sure as the model is of the whole instruction (0.6), not of the bare noun (0.1)
+    assert [float(f.scores[0]) for f in found] == pytest.approx([0.6, 0.6, 0.6, 0.6])
     centres = [np.argwhere(f.masks[0]).mean(0)[::-1] for f in found[:3]]
     assert centres[0] == pytest.approx((8, 30)) and centres[1] == pytest.approx((40, 30))
     assert centres[2] == pytest.approx((40, 30))
