@@ -108,3 +108,13 @@ def test_results_of_unknown_stream_and_unreachable_redis(redis_url):
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("samstream: error: cannot reach Redis at redis://127.0.0.1:1 after 6 attempts")
     assert sum("retrying in" in line for line in lines[:-1]) == 5  # the backoff is visible while it waits
+
+
+@pytest.mark.parametrize("flag, expected", [("auto", True), ("on", True), ("off", False)])
+def test_spatial_rules_flag_reaches_the_model(flag, expected):
+    """auto keeps the model folder's choice (the shipped model's is on); on / off override it."""
+    from samstream.cli import _load, build_parser
+
+    args = build_parser().parse_args(["run", "clip.mp4", "--instruction", "the leftmost circle", "--out", "o",
+                                      "--device", "cpu", "--spatial-rules", flag])
+    assert _load(args).info.spatial_rules is expected

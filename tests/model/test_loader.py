@@ -113,6 +113,20 @@ def test_optional_settings_come_from_the_model_folder_and_are_checked(tmp_path, 
             load_segmenter(folder, device="cpu")
 
 
+def test_spatial_rules_come_from_the_model_folder_unless_the_caller_says(tmp_path):
+    """Absent means off (SAM3's behaviour); the caller's choice wins; anything but true / false is refused."""
+    assert load_segmenter(BUILTIN_TINY, device="cpu").info.spatial_rules is False
+    assert load_segmenter(BUILTIN_TINY, device="cpu", spatial_rules=True).info.spatial_rules is True
+    folder = _with_meta(tmp_path, {"score_threshold": 0.3})
+    assert load_segmenter(folder, device="cpu").info.spatial_rules is False
+    _with_meta(tmp_path, {"spatial_rules": True})
+    assert load_segmenter(folder, device="cpu").info.spatial_rules is True
+    assert load_segmenter(folder, device="cpu", spatial_rules=False).info.spatial_rules is False
+    _with_meta(tmp_path, {"spatial_rules": "yes"})
+    with pytest.raises(ModelLoadError, match="spatial_rules must be true or false, not 'yes'"):
+        load_segmenter(folder, device="cpu")
+
+
 def test_box_crop_keeps_each_mask_inside_its_own_box():
     from samstream.model.sam3 import BACKGROUND_LOGIT, crop_to_boxes
 
