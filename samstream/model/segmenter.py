@@ -46,9 +46,22 @@ class Detections:
     masks: np.ndarray  # (N, H, W) bool
     scores: np.ndarray  # (N,) float32
     presence: float | None = None  # p(the instruction's object is in the frame at all), where the model says
+    # for an answer a selector picked among a noun phrase's instances (samstream.model.spatial): every instance and
+    # which were picked, so a tracker can follow them all and keep its pick steady across keyframes. None: the
+    # detections are the answer as they are
+    selection: Selection | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The instances a selector ("the leftmost circle") chose among on one frame, and its choice."""
+
+    candidates: Detections  # every instance of the noun phrase, scored as the answer scores them
+    picked: tuple[int, ...]  # indices into `candidates` of the instances the selector chose on this frame
+    count: int = 1  # how many instances the selector asks for ("the two largest circles": 2)
 
 
 @dataclass

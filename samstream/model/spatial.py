@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from samstream.model.levels import Level, classify_level
-from samstream.model.segmenter import Detections
+from samstream.model.segmenter import Detections, Selection
 
 Side = Literal["left", "right", "top", "bottom"]
 Rank = Literal["largest", "smallest"]
@@ -177,6 +177,22 @@ def _as_detections(chosen: list[Instance], found: Detections, sure: float = 0.0)
                       scores=np.array([max(inst.score, sure) for inst in chosen], np.float32), presence=found.presence)
 
 
+def answer(query: SpatialQuery, instances: list[Instance], anchors: list[Instance] | None, found: Detections,
+           sure: float = 0.0) -> Detections:
+    """The selector's pick as detections, carrying every instance it chose among (`Detections.selection`). The
+    picked instances score as `_as_detections` scores them; the others keep their noun phrase's score."""
+    chosen = select(query, instances, anchors)
+    picked = tuple(next(i for i, inst in enumerate(instances) if inst is c) for c in chosen)  # in `select`'s order
+    if instances:
+        scores = [max(inst.score, sure) if i in picked else inst.score for i, inst in enumerate(instances)]
+        candidates = Detections(masks=np.stack([inst.mask for inst in instances]),
+                                scores=np.array(scores, np.float32), presence=found.presence)
+    else:
+        candidates = _as_detections([], found)
+    result = _as_detections([instances[i] for i in picked], found, sure)
+    return Detections(result.masks, result.scores, result.presence, Selection(candidates, picked, query.count))
+
+
 Detect = Callable[[list[str], list[Level]], list[Detections]]
 
 
@@ -202,5 +218,5 @@ def detect_with_spatial_rules(detect: Detect, instructions: list[str], levels: l
         anchors = split_instances(found[asked[(query.anchor, "concept")]]) if query.anchor else None
         own = found[asked[(text, level)]]
         sure = float(own.scores.max()) if len(own) else 0.0
-        out.append(_as_detections(select(query, split_instances(nouns), anchors), nouns, sure))
+        out.append(answer(query, split_instances(nouns), anchors, nouns, sure))
     return out

@@ -6,6 +6,9 @@ Policy (SAM3's video defaults where it has them; docs/tracker.md):
 - At a keyframe, detections are matched to tracks of the same instruction by mask IoU (Hungarian, `lap`).
   A match keeps the track's id; a confident unmatched detection that overlaps no track starts a new one;
   a track unmatched for more than `max_missed_frames` frames is removed.
+- A selector's answer ("the leftmost circle", `Detections.selection`): every instance it chose among is tracked,
+  each keyframe's pick is a vote for its track, and the session reports the track(s) with the most votes, so a
+  pick that flickers between two objects for a keyframe or two neither starts new tracks nor jumps.
 """
 
 from __future__ import annotations
@@ -47,10 +50,16 @@ class TrackerConfig:
     scene_cut_distance: float | None = 0.5  # colour-histogram distance that makes a frame a keyframe (None: off)
     reid_frames: int = 150  # a lost track (unmatched, or removed after keep-alive) may return with its id this long
     reid_similarity: float = 0.75  # ...when a new detection's appearance is this close (cosine) to the track's
+    pick_memory: float = 0.8  # a selector's earlier picks keep this share of their weight per `keyframe_every`
+    # frames: 0 = only the latest pick counts (it may jump every keyframe); 0.8 = a new object needs ~3 keyframes
+    # of picks in a row. A pick weighs the frames since the previous one, so a burst of extra keyframes (a
+    # confidence drop) counts as the time it covers, not as one vote each
 
     def __post_init__(self) -> None:
         if self.keyframe_every < 1:
             raise ValueError(f"keyframe_every must be >= 1, got {self.keyframe_every}")
+        if not 0.0 <= self.pick_memory < 1.0:
+            raise ValueError(f"pick_memory must be in [0, 1), got {self.pick_memory}")
 
 
 @dataclass
@@ -64,6 +73,7 @@ class Track:
     seen_this_frame: bool = True
     last_conditioned_frame: int = 0
     appearance: np.ndarray | None = None  # running mean of unit appearance vectors at matched keyframes
+    votes: float = 0.0  # a selector's picks of this track, older ones decayed (TrackerConfig.pick_memory)
 
     @property
     def empty(self) -> bool:
@@ -79,6 +89,7 @@ class LostTrack:
     appearance: np.ndarray
     hits: int
     last_matched_frame: int
+    votes: float = 0.0
 
 
 @dataclass
@@ -118,6 +129,7 @@ class TrackingSession:
         self.memory: ObjectMemory = segmenter.new_memory()
         self.tracks: dict[int, Track] = {}
         self.lost: dict[int, LostTrack] = {}
+        self._selectors: dict[str, tuple[int, int]] = {}  # selector's instruction -> (tracks it reports, last pick)
         self._counters = _Counters()
         self._scene_cut = SceneCutDetector(config.scene_cut_distance) if config.scene_cut_distance else None
         self._scores_dropped = False  # a tracked object's score fell below keyframe_below_score this frame
@@ -177,9 +189,11 @@ class TrackingSession:
 
     def _associate(self, features: FrameFeatures, detections: list[Detections], frame: int) -> None:
         condition: dict[int, np.ndarray] = {}
-        for instruction, dets in zip(self.instructions, detections):
+        for instruction, answer in zip(self.instructions, detections):
+            dets = answer.selection.candidates if answer.selection is not None else answer
             keep = dets.scores > self.detection_threshold
             masks, scores = dets.masks[keep], dets.scores[keep]
+            assigned: dict[int, Track] = {}  # kept detection index -> the track it continues or starts
             appearance = self.segmenter.embed(features, masks)
             tracks = [t for t in self.tracks.values() if t.instruction == instruction]
             track_masks = np.stack([t.mask for t in tracks]) if tracks else np.zeros((0, *masks.shape[1:]), bool)
@@ -196,6 +210,7 @@ class TrackingSession:
                     condition[track.id] = masks[d_index]  # correct drift / refresh the memory from a detection
                     track.last_conditioned_frame = frame
                 self._matched(track, masks[d_index], float(scores[d_index]), appearance[d_index], frame)
+                assigned[d_index] = track
             candidates = [d for d in unmatched_dets if scores[d] >= self.birth_threshold
                           and not (len(track_masks) and iou[:, d].max() >= self.config.birth_max_iou)]
             missing = [t for t in tracks if t.id not in matched_tracks and (t.empty or not t.seen_this_frame)]
@@ -203,6 +218,7 @@ class TrackingSession:
                 condition[track.id] = masks[d_index]
                 track.last_conditioned_frame = frame
                 self._matched(track, masks[d_index], float(scores[d_index]), appearance[d_index], frame)
+                assigned[d_index] = track
                 candidates.remove(d_index)
             for d_index in candidates:
                 if len(track_masks) and iou[:, d_index].max() >= self.config.birth_max_iou:
@@ -212,9 +228,28 @@ class TrackingSession:
                 track_masks = np.concatenate([track_masks, masks[d_index][None]])
                 iou = np.concatenate([iou, mask_iou(masks[d_index][None], masks)])
                 condition[track.id] = track.mask
+                assigned[d_index] = track
+            if answer.selection is not None:
+                kept_index = np.cumsum(keep) - 1
+                picked = [assigned.get(int(kept_index[i])) for i in answer.selection.picked if keep[i]]
+                self._vote(instruction, [t for t in picked if t is not None], answer.selection.count, frame)
         self._expire(frame)
         if condition:
             self.memory.condition(features, condition)
+
+    def _vote(self, instruction: str, picked: list[Track], count: int, frame: int) -> None:
+        """One keyframe's pick of a selector: earlier votes decay by the time since the last pick, and the picked
+        tracks gain that time's share of one keyframe period (at most one vote)."""
+        period = self.config.keyframe_every
+        last = self._selectors.get(instruction, (count, frame - period))[1]
+        share = min(max(frame - last, 1) / period, 1.0)
+        decay = self.config.pick_memory ** share
+        for track in [*self.tracks.values(), *self.lost.values()]:
+            if track.instruction == instruction:
+                track.votes *= decay
+        for track in picked:
+            track.votes += share
+        self._selectors[instruction] = (count, frame)
 
     def _matched(self, track: Track, mask: np.ndarray, score: float, appearance: np.ndarray, frame: int) -> None:
         track.hits += 1
@@ -243,7 +278,7 @@ class TrackingSession:
                 del self.lost[entry.id]
                 entry = Track(id=entry.id, instruction=entry.instruction, mask=np.zeros(0, bool), score=0.0,
                               hits=entry.hits, last_matched_frame=entry.last_matched_frame,
-                              appearance=entry.appearance)
+                              appearance=entry.appearance, votes=entry.votes)
                 self.tracks[entry.id] = entry
             revived.append((candidates[c_index], entry))
         return revived
@@ -256,7 +291,7 @@ class TrackingSession:
             del self.tracks[track.id]
             if track.appearance is not None and self.config.reid_frames > self.config.max_missed_frames:
                 self.lost[track.id] = LostTrack(track.id, track.instruction, track.appearance, track.hits,
-                                                track.last_matched_frame)
+                                                track.last_matched_frame, track.votes)
         if stale:
             self.memory.forget([t.id for t in stale])
         for track_id in [i for i, t in self.lost.items() if frame - t.last_matched_frame > self.config.reid_frames]:
@@ -276,6 +311,7 @@ class TrackingSession:
                 younger = live[j]
                 if younger.instruction == older.instruction and iou[i, j] >= self.config.duplicate_iou:
                     doomed.add(younger.id)
+                    older.votes += younger.votes  # one object: its picks count once, for the track that stays
         for track_id in doomed:
             del self.tracks[track_id]
         if doomed:
@@ -289,7 +325,8 @@ class TrackingSession:
         return track
 
     def _output(self, features: FrameFeatures) -> Instances:
-        live = [t for t in self.tracks.values() if t.seen_this_frame and not t.empty]
+        reported = self._reported()
+        live = [t for t in self.tracks.values() if t.seen_this_frame and not t.empty and t.id in reported]
         if not live:
             return Instances.empty(features.height, features.width)
         return Instances(
@@ -300,6 +337,16 @@ class TrackingSession:
             confirmed=np.array([t.hits >= self.config.min_hits_confirmed for t in live]),
             levels=tuple(self._level_of[t.instruction] for t in live),
         )
+
+    def _reported(self) -> set[int]:
+        """Ids of the tracks the session reports: every track, except that a selector's instruction reports only
+        its `count` most-voted tracks (older first on ties), and only while they are in sight."""
+        hidden: set[int] = set()
+        for instruction, (count, _) in self._selectors.items():
+            mine = sorted((t for t in self.tracks.values() if t.instruction == instruction),
+                          key=lambda t: (-t.votes, t.id))
+            hidden.update(t.id for i, t in enumerate(mine) if i >= count or t.votes <= 0.0)
+        return {t for t in self.tracks if t not in hidden}
 
     # -- checkpoint / restore ----------------------------------------------------------------------------
     def state_dict(self) -> bytes:
@@ -315,12 +362,13 @@ class TrackingSession:
             "tracks": [
                 {"id": t.id, "instruction": t.instruction, "score": t.score, "hits": t.hits,
                  "last_matched_frame": t.last_matched_frame, "mask": rle.model_dump(),
-                 "appearance": _vector(t.appearance)}
+                 "appearance": _vector(t.appearance), "votes": t.votes}
                 for t, rle in zip(tracks, rles)
             ],
+            "selectors": self._selectors,
             "lost": [
                 {"id": t.id, "instruction": t.instruction, "hits": t.hits, "last_matched_frame": t.last_matched_frame,
-                 "appearance": _vector(t.appearance)}
+                 "appearance": _vector(t.appearance), "votes": t.votes}
                 for t in self.lost.values()
             ],
         }
@@ -353,11 +401,14 @@ class TrackingSession:
             mask = decode_mask(RleMask.model_validate(t["mask"]))
             self.tracks[t["id"]] = Track(t["id"], t["instruction"], mask, t["score"], t["hits"],
                                          t["last_matched_frame"], seen_this_frame=False,
-                                         appearance=_array(t["appearance"]))
+                                         appearance=_array(t["appearance"]), votes=t.get("votes", 0.0))
         self.lost = {
-            t["id"]: LostTrack(t["id"], t["instruction"], _array(t["appearance"]), t["hits"], t["last_matched_frame"])
+            t["id"]: LostTrack(t["id"], t["instruction"], _array(t["appearance"]), t["hits"], t["last_matched_frame"],
+                               t.get("votes", 0.0))
             for t in state["lost"] if t["instruction"] in self.instructions
         }
+        self._selectors = {k: (int(v[0]), int(v[1])) for k, v in state.get("selectors", {}).items()
+                           if k in self.instructions}
         self.memory = self.segmenter.new_memory()
         self._reseed = bool(self.tracks)
 

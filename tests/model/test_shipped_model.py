@@ -12,6 +12,8 @@ from samstream.data.synth import synthesize_eval_set
 from samstream.eval.evaluator import evaluate_images, evaluate_videos
 from samstream.eval.grounding import word_grounding
 from samstream.model.loader import BUILTIN_SMALL, SHIPPED_FOLDER, default_model, load_segmenter
+from samstream.streaming.sources import VideoFileSource
+from samstream.tracker.session import TrackerConfig, TrackingSession
 
 # Floors (model card: docs/model-card.md); the issue's goals are 0.80 / 0.70 / 0.60 gIoU, 0.90 no-target
 # accuracy, IDF1 0.90 and HOTA 0.70.
@@ -75,6 +77,18 @@ def test_video_quality_floors_on_the_fixed_evaluation_set(shipped, eval_set):
     videos = evaluate_videos(shipped, eval_set, keyframe_every=5, progress=False)["levels"]["all"]
     for metric, floor in VIDEO_FLOORS.items():
         assert videos[metric] >= floor, (metric, videos)
+
+
+def test_a_selector_reports_one_object_while_every_candidate_is_followed(shipped, eval_set):
+    """"The circle that is smallest" on a held-out video: the session follows every circle the rule chose among but
+    reports one at a time, where a track per keyframe's pick used to be born and reported beside the others."""
+    data = json.loads((eval_set / "videos.json").read_text())
+    video = next(v for v in data["videos"] if v["id"] == 9)
+    session = TrackingSession(shipped, ["the circle that is smallest"], TrackerConfig(keyframe_every=5), "simple")
+    outputs = [session.update(frame.rgb) for frame in VideoFileSource(eval_set / video["file"])]
+    assert len(outputs) == video["length"] and sum(len(out) for out in outputs) >= video["length"] // 2
+    assert max(len(out) for out in outputs) == 1
+    assert len(session.tracks) + len(session.lost) >= 2
 
 
 def test_colour_and_shape_words_ground(shipped, eval_set):

@@ -94,3 +94,9 @@ def test_one_detector_call_answers_rules_and_the_models_instructions_together():
     assert centres[2] == pytest.approx((40, 30))
     assert np.array_equal(found[3].masks[0], disc(30, 30, 9))  # not read by a rule: the detector's own answer
     assert all(f.presence == 0.9 for f in found)
+    # a rule's answer carries every instance it chose among, for a tracker to follow them all
+    largest = found[1].selection
+    assert len(largest.candidates) == 2 and largest.count == 1 and len(largest.picked) == 1
+    assert np.array_equal(largest.candidates.masks[largest.picked[0]], found[1].masks[0])
+    assert sorted(largest.candidates.scores.tolist()) == pytest.approx([0.1, 0.6])  # only the pick is raised
+    assert found[3].selection is None
