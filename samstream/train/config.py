@@ -41,6 +41,9 @@ class Stage(BaseModel):
     # e.g. 0 in a last scores stage, so it ranks the named object above the frame's others undiluted
     every_object_rate: float | None = Field(None, ge=0, le=1)
     lr_scale: float = Field(1.0, gt=0)  # this stage's learning rate (warmup, decay and all) x this
+    # e.g. "fp32" for a tracker stage of a bf16 run: the memory tracker trained under bf16 autocast learned masks
+    # that cover the whole frame (docs/model-card.md, session 35)
+    precision: Literal["fp32", "bf16"] | None = None
 
     @field_validator("levels")
     @classmethod
@@ -193,6 +196,9 @@ class TrainConfig(BaseModel):
 
     def negative_rate_of(self, stage: Stage) -> float:
         return self.negative_rate if stage.negative_rate is None else stage.negative_rate
+
+    def precision_of(self, stage: Stage) -> str:
+        return self.precision if stage.precision is None else stage.precision
 
     def negative_queries_of(self, stage: Stage) -> bool:
         return self.negative_queries if stage.negative_queries is None else stage.negative_queries

@@ -118,7 +118,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
         torch.cuda.set_device(device)
     if config.threads:
         torch.set_num_threads(config.threads)
-    if config.precision == "bf16" and (reason := bf16_unsupported_reason(device)) is not None:
+    if any(config.precision_of(stage) == "bf16" for stage in config.stages) \
+            and (reason := bf16_unsupported_reason(device)) is not None:
         raise ConfigError(f"precision = \"bf16\": {reason}")
     out = Path(config.out)
     trainable = build_trainable(config, device)
@@ -149,8 +150,6 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     runner = module
     if world > 1:
         runner = torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.precision == "bf16" \
-        else torch.autocast(device.type, enabled=False)
     log = (out / "train_log.jsonl").open("a") if rank == 0 else None
     bar = tqdm(total=config.total_steps, initial=step, desc="train", unit="step", disable=not progress or rank != 0)
     started = time.time()
@@ -166,6 +165,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
             module.train_tracker = _stage_tracks(config, stage)
             module.negative_queries = config.negative_queries_of(stage)
             module.train_detector = not holds_detector[index]  # else only the backbone runs, for the tracker
+            autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.precision_of(stage) == "bf16" \
+                else torch.autocast(device.type, enabled=False)
             if world == 1:  # DDP registered its parameters once, so there frozen ones only lose their gradient
                 hold_fixed(params, frozen)
             while step < stage_end:

@@ -393,3 +393,10 @@ def test_bf16_training_on_a_cpu_with_native_bf16(tmp_path):
     for term in ("loss", "cls", "dice", "track_mask"):
         assert torch.isfinite(torch.tensor([row[term] for row in logs["bf16"]])).all()
         assert abs(first["bf16"][term] - first["fp32"][term]) <= 0.05 * abs(first["fp32"][term]) + 1e-3, term
+    # a stage may run in fp32 inside a bf16 run (a tracker stage: session 35): it computes exactly as fp32 does
+    mixed = bf16.model_copy(update={"stages": [Stage(steps=2, train_tracker=True, precision="fp32")],
+                                    "out": str(tmp_path / "mixed" / "run")})
+    train(mixed, progress=False)
+    row = json.loads((Path(mixed.out) / "train_log.jsonl").read_text().splitlines()[0])
+    assert row["loss"] == pytest.approx(first["fp32"]["loss"], rel=1e-5)
+    assert row["loss"] != first["bf16"]["loss"]
