@@ -182,15 +182,13 @@ def answer(query: SpatialQuery, instances: list[Instance], anchors: list[Instanc
     """The selector's pick as detections, carrying every instance it chose among (`Detections.selection`). The
     picked instances score as `_as_detections` scores them; the others keep their noun phrase's score."""
     chosen = select(query, instances, anchors)
-    picked = tuple(next(i for i, inst in enumerate(instances) if inst is c) for c in chosen)  # in `select`'s order
-    if instances:
-        scores = [max(inst.score, sure) if i in picked else inst.score for i, inst in enumerate(instances)]
-        candidates = Detections(masks=np.stack([inst.mask for inst in instances]),
-                                scores=np.array(scores, np.float32), presence=found.presence)
-    else:
-        candidates = _as_detections([], found)
-    result = _as_detections([instances[i] for i in picked], found, sure)
-    return Detections(result.masks, result.scores, result.presence, Selection(candidates, picked, query.count))
+    picked = [next(i for i, inst in enumerate(instances) if inst is c) for c in chosen]  # in `select`'s order
+    every = _as_detections(instances, found)
+    scores = every.scores.copy()
+    scores[picked] = np.maximum(scores[picked], sure)
+    candidates = Detections(every.masks, scores, found.presence)
+    return Detections(every.masks[picked], scores[picked], found.presence,
+                      Selection(candidates, tuple(picked), query.count))
 
 
 Detect = Callable[[list[str], list[Level]], list[Detections]]
