@@ -27,7 +27,7 @@ from samstream.streaming.rle import encode_masks
 from samstream.streaming.sources import VideoFileSource
 from samstream.tracker.session import TrackerConfig, TrackingSession
 
-VIDEO_METRICS = ("J&F", "J", "F", "HOTA", "IDF1", "MOTA")
+VIDEO_METRICS = ("J&F", "J", "F", "HOTA", "DetA", "AssA", "IDF1", "MOTA")
 
 
 def instruction_records(data_dir: Path, kind: str, data: dict) -> list[dict]:
@@ -67,6 +67,7 @@ def evaluate_images(segmenter: Segmenter, data_dir: Path, max_items: int | None 
     images = [img for img in data["images"] if img["id"] in by_image][:max_items]
     config = TrackerConfig(keyframe_every=1, birth_threshold=segmenter.info.score_threshold)
     samples: list[SampleResult] = []
+    rows: list[dict] = []
     for image in tqdm(images, desc="eval images", unit="image", disable=not progress):
         bgr = cv2.imread(str(data_dir / image["file_name"]))
         if bgr is None:
@@ -87,12 +88,22 @@ def evaluate_images(segmenter: Segmenter, data_dir: Path, max_items: int | None 
                     truth |= mask
                 else:
                     others |= mask
-            samples.append(score_sample(record["level"], prediction, truth, record.get("kind", ""), others,
-                                        record.get("template", "")))
+            sample = score_sample(record["level"], prediction, truth, record.get("kind", ""), others,
+                                  record.get("template", ""))
+            samples.append(sample)
+            rows.append({**_row_of(record, "image_id"), "IoU": None if sample.negative else sample.iou,
+                         "outcome": sample.outcome, "empty": sample.predicted_pixels == 0})
     return {"levels": summarize(samples), "sizes": summarize_sizes(samples), "kinds": summarize_kinds(samples),
             "outcomes": summarize_outcomes(samples), "templates": summarize_templates(samples),
             "instructions": len(samples),
-            "images": len(images)}
+            "images": len(images), "per_instruction": rows}
+
+
+def _row_of(record: dict, item_key: str) -> dict:
+    """The instruction's identity in a per-instruction row of the report (where a user looks for what failed)."""
+    return {item_key: record[item_key], "instruction": record["instruction"], "level": record["level"],
+            "kind": record.get("kind", ""), "template": record.get("template", ""),
+            "targets": len(record["targets"])}
 
 
 def _frames(data_dir: Path, video: dict):
@@ -146,7 +157,7 @@ def evaluate_videos(segmenter: Segmenter, data_dir: Path, keyframe_every: int = 
             metrics = tracking_metrics(gt, pred.truncated(gt.frames))
             per_record.append((record, {**metrics, "target_share": gt.mean_share()}))
     return {"levels": _video_summary(per_record), "sizes": _video_sizes(per_record), "instructions": len(per_record),
-            "videos": len(videos)}
+            "videos": len(videos), "per_instruction": [{**_row_of(r, "video_id"), **m} for r, m in per_record]}
 
 
 def ground_truth_of(data: dict, video: dict, ann_ids: set[int]) -> TrackSequence:

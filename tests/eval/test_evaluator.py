@@ -120,10 +120,19 @@ def test_an_oracle_scores_perfectly(dataset):
     assert all(name.split("/")[0] in ("concept", "simple", "complex") for name in templates)
     outcomes = report["images"]["outcomes"]  # every sample with targets found, none merged with other objects
     assert outcomes["all"]["samples"] == images["all"]["samples"] and outcomes["all"]["found"] == 1.0
+    rows = report["images"]["per_instruction"]  # one row per instruction, naming it and how it went
+    assert len(rows) == report["images"]["instructions"]
+    assert all(r["IoU"] == 1.0 and r["outcome"] == "found" and not r["empty"] for r in rows if r["targets"])
+    assert all(r["IoU"] is None and r["empty"] for r in rows if not r["targets"])
     videos = report["videos"]["levels"]["all"]
     assert videos["samples"] > 0
     assert videos["IDF1"] == pytest.approx(1.0) and videos["HOTA"] == pytest.approx(1.0)
     assert videos["J&F"] == pytest.approx(1.0) and videos["MOTA"] == pytest.approx(1.0)
+    assert videos["DetA"] == pytest.approx(1.0) and videos["AssA"] == pytest.approx(1.0)
+    video_rows = report["videos"]["per_instruction"]
+    assert len(video_rows) == report["videos"]["instructions"]
+    assert all(r["IDSW"] == 0 and r["predicted_tracks"] == r["gt_tracks"] for r in video_rows if r["targets"])
+    assert all(r["empty"] for r in video_rows if not r["targets"])
     video_sizes = report["videos"]["sizes"]
     assert sum(s["samples"] for s in video_sizes.values()) == videos["samples"]
     assert all(s["HOTA"] == pytest.approx(1.0) and s["J&F"] == pytest.approx(1.0) for s in video_sizes.values())
@@ -150,6 +159,10 @@ def test_cli_with_a_real_tiny_model_writes_json_and_markdown(dataset, tmp_path):
     assert all(sum(s[o] for o in OUTCOMES) == pytest.approx(1.0) for s in outcomes.values())
     assert "| images: target size |" in table and set(report["images"]["sizes"]) <= {"small", "medium", "large"}
     assert "| videos: target size |" in table and set(report["videos"]["sizes"]) <= {"small", "medium", "large"}
+    image_rows = report["images"]["per_instruction"]
+    assert len(image_rows) == report["images"]["instructions"] > 0
+    assert all(r["image_id"] == image_rows[0]["image_id"] and r["level"] in ("concept", "simple", "complex")
+               and (r["IoU"] is None) == (r["targets"] == 0) for r in image_rows)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]  # no partial files left
 
 
