@@ -232,6 +232,8 @@ class _SamOutput:
     object_pointer: torch.Tensor  # (B, C)
     object_score_logits: torch.Tensor  # (B, 1, 1)
     raw_masks: torch.Tensor | None = None  # (B, h, w) the selected logits before absent objects are blanked
+    candidates: torch.Tensor | None = None  # (B, M, h, w) every mask the head proposed (M = 3 with multimask)
+    iou_predictions: torch.Tensor | None = None  # (B, M) its predicted IoU of each, which picks among them
 
 
 def _propagate_group(tracker, features: list[FrameFeatures], steps: list[_Step], dtype: torch.dtype):
@@ -323,8 +325,10 @@ def _sam_head(tracker, image_embeddings: list[torch.Tensor], multimask: bool,
     )  # low: (B, 1, M, h, w); iou: (B, 1, M); tokens: (B, 1, T, C); score_logits: (B, 1)
     appearing = (score_logits.reshape(b) > 0)
     index = torch.arange(b, device=device)
-    best = iou.reshape(b, -1).argmax(dim=-1) if multimask else torch.zeros(b, dtype=torch.long, device=device)
-    low = raw = low.reshape(b, -1, *low.shape[-2:])[index, best]  # (B, h, w)
+    iou = iou.reshape(b, -1)
+    best = iou.float().argmax(dim=-1) if multimask else torch.zeros(b, dtype=torch.long, device=device)
+    candidates = low.reshape(b, -1, *low.shape[-2:])
+    low = raw = candidates[index, best]  # (B, h, w)
     low = torch.where(appearing[:, None, None], low, torch.full_like(low, _NO_OBJECT_LOGIT))
     tokens = tokens.reshape(b, -1, tokens.shape[-1])
     token = tokens[index, best] if multimask and tokens.shape[1] > 1 else tokens[:, 0]
@@ -334,7 +338,8 @@ def _sam_head(tracker, image_embeddings: list[torch.Tensor], multimask: bool,
     weight = appearing[:, None].to(pointer.dtype)
     pointer = weight * pointer + (1 - weight) * tracker.no_object_pointer
     return _SamOutput(pred_masks=low[:, None], high_res_masks=high, object_pointer=pointer,
-                      object_score_logits=score_logits.reshape(b, 1, 1), raw_masks=raw)
+                      object_score_logits=score_logits.reshape(b, 1, 1), raw_masks=raw, candidates=candidates,
+                      iou_predictions=iou)
 
 
 def _encode_memory(tracker, feats: list[torch.Tensor], high_res_masks: torch.Tensor, score_logits: torch.Tensor,

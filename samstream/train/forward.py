@@ -153,11 +153,11 @@ class TrainModule(nn.Module):
                        [cond.object_pointer[i: i + 1]]) for i, gap in enumerate(batch.track_gaps)]
         out, _ = _propagate_group(tracker, second, steps, pixels_dtype(self.model))
         targets = batch.track_targets.to(device)
-        logits = out.raw_masks.float()
+        logits = out.candidates.float()  # (P, M, h, w): the best candidate learns the mask, all their IoU
         if logits.shape[-2:] != targets.shape[-2:]:
-            logits = nn.functional.interpolate(logits[:, None], size=targets.shape[-2:], mode="bilinear",
-                                               align_corners=False)[:, 0]
-        return tracker_loss(logits, out.object_score_logits.reshape(-1).float(), targets, self.weights)
+            logits = nn.functional.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+        return tracker_loss(logits, out.object_score_logits.reshape(-1).float(), targets, self.weights,
+                            iou_predictions=out.iou_predictions)
 
 
 def _losses_in_fp32(out) -> None:

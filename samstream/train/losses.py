@@ -30,6 +30,7 @@ class LossWeights(BaseModel):
     semantic: float = Field(1.0, ge=0)
     track_mask: float = Field(5.0, ge=0)
     track_score: float = Field(1.0, ge=0)
+    track_iou: float = Field(1.0, ge=0)  # the SAM head's predicted IoU of each mask candidate (SAM2's iou loss: L1)
     align: float = Field(0.0, ge=0)  # instruction-query InfoNCE (SAM3-I's stage-3 alignment); 0 = off
     # per-patch shape / colour / texture of the vision features the fusion encoder reads (training-only heads,
     # world data: train/dense.py); 0 = off
@@ -228,15 +229,32 @@ def alignment_loss(cross_logits: torch.Tensor, matches: Matches, texts: list[str
 
 
 def tracker_loss(mask_logits: torch.Tensor, score_logits: torch.Tensor, targets: torch.Tensor,
-                 weights: LossWeights) -> dict[str, torch.Tensor]:
-    """(P, m, m) propagated mask logits and (P,) object-score logits vs (P, m, m) targets (empty: gone)."""
+                 weights: LossWeights, iou_predictions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Propagated mask logits, (P, m, m) or the SAM head's M candidates (P, M, m, m), and (P,) object-score logits
+    vs (P, m, m) targets (empty: gone). As SAM2 / SAM3 train it: of several candidates only the best (lowest
+    BCE + dice) learns the mask, and `iou_predictions` (P, M), the head's predicted IoU of each candidate, learn
+    every candidate's real IoU (L1). The tracker picks its candidate by that prediction (the largest); untrained,
+    the predictions tie, and which candidate wins then depends on rounding (bf16 autocast picks another)."""
+    candidates = mask_logits if mask_logits.dim() == 4 else mask_logits[:, None]
     present = (targets.flatten(1).amax(-1) > 0.5).float()
     score = F.binary_cross_entropy_with_logits(score_logits.reshape(-1), present)
-    mask = torch.zeros((), device=mask_logits.device)
+    mask = iou = torch.zeros((), device=mask_logits.device)
     if present.any():
         rows = present.bool()
-        pred, goal = mask_logits[rows].flatten(1).float(), targets[rows].flatten(1)
-        mask = F.binary_cross_entropy_with_logits(pred, goal) + dice_loss(pred, goal).mean()
+        pred = candidates[rows].flatten(2).float()  # (N, M, m*m)
+        goal = targets[rows].flatten(1)[:, None].expand_as(pred)
+        per_candidate = F.binary_cross_entropy_with_logits(pred, goal, reduction="none").mean(-1) + \
+            dice_loss(pred, goal)  # (N, M)
+        mask = per_candidate.min(dim=1).values.mean()
+        if iou_predictions is not None:
+            shown, truth = pred > 0, goal > 0.5
+            inter = (shown & truth).sum(-1).float()
+            union = (shown | truth).sum(-1).float()
+            real = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
+            iou = F.l1_loss(iou_predictions[rows].float(), real)
     out = {"track_mask": mask * weights.track_mask, "track_score": score * weights.track_score}
     out["loss"] = out["track_mask"] + out["track_score"]
+    if iou_predictions is not None:
+        out["track_iou"] = iou * weights.track_iou
+        out["loss"] = out["loss"] + out["track_iou"]
     return out

@@ -1,5 +1,6 @@
 """Hungarian matching and the SAM3 losses on hand-made predictions."""
 
+import pytest
 import torch
 
 from samstream.train.losses import (LossWeights, alignment_loss, box_giou, detection_loss, match, match_others,
@@ -90,6 +91,32 @@ def test_tracker_loss_teaches_masks_where_present_and_scores_everywhere():
     wrong = tracker_loss(logits, torch.tensor([-5.0, 5.0]), targets, LossWeights())
     assert right["track_score"] < 0.01 < wrong["track_score"]
     assert right["track_mask"] < 0.1
+
+
+def test_tracker_loss_trains_the_best_candidate_and_every_predicted_iou():
+    """SAM2 / SAM3: of the SAM head's candidates only the best learns the mask; the predicted IoU of every one learns
+    its real IoU, so the tracker's pick (the largest prediction) means something and no rounding can flip it."""
+    targets = torch.zeros(2, 8, 8)
+    targets[0, 2:6, 2:6] = 1  # item 1: the object has gone (no mask or IoU to learn)
+    right = targets * 16 - 8
+    wrong = torch.full((2, 8, 8), -8.0)
+    wrong[:, :4] = 8.0  # the top half: IoU 8 / 40 with the target
+    candidates = torch.stack([wrong, right, -right], dim=1).requires_grad_()  # (P, M=3, m, m)
+    real = torch.tensor([[0.2, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    scores = torch.tensor([5.0, -5.0])
+    exact = tracker_loss(candidates, scores, targets, LossWeights(), iou_predictions=real.clone().requires_grad_())
+    alone = tracker_loss(right, scores, targets, LossWeights())
+    assert float((exact["track_mask"]).detach()) == pytest.approx(float((alone["track_mask"]).detach()))  # the best candidate's loss only
+    assert float((exact["track_iou"]).detach()) == pytest.approx(0.0, abs=1e-6)
+    exact["loss"].backward()
+    grad = candidates.grad[0].flatten(1).abs().sum(-1)
+    assert grad[1] > 0 and grad[0] == 0 and grad[2] == 0  # the others' masks are left alone
+    tied = torch.full((2, 3), 0.5, requires_grad=True)  # an untrained head: every candidate "0.5"
+    loss = tracker_loss(candidates.detach(), scores, targets, LossWeights(), iou_predictions=tied)
+    assert float((loss["track_iou"]).detach()) == pytest.approx((0.3 + 0.5 + 0.5) / 3)  # only the item whose object is there
+    loss["loss"].backward()
+    assert tied.grad[0, 1] < 0 < tied.grad[0, 2] and torch.all(tied.grad[1] == 0)  # right up, wrong down
+    assert float((loss["loss"]).detach()) == pytest.approx(float((loss["track_mask"] + loss["track_score"] + loss["track_iou"]).detach()))
 
 
 def test_alignment_prefers_each_matched_query_scoring_its_own_instruction_highest():
