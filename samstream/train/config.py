@@ -41,8 +41,8 @@ class Stage(BaseModel):
     # e.g. 0 in a last scores stage, so it ranks the named object above the frame's others undiluted
     every_object_rate: float | None = Field(None, ge=0, le=1)
     lr_scale: float = Field(1.0, gt=0)  # this stage's learning rate (warmup, decay and all) x this
-    # e.g. "fp32" for a tracker stage of a bf16 run: the memory tracker trained under bf16 autocast learned masks
-    # that cover the whole frame (docs/model-card.md, session 35)
+    # e.g. "fp32" for a tracker stage of a bf16 run, as the committed configs do (before session 36 a tracker trained
+    # under bf16 autocast picked another mask candidate than fp32 does: docs/finetuning.md, "Notes and limits")
     precision: Literal["fp32", "bf16"] | None = None
 
     @field_validator("levels")
