@@ -231,7 +231,6 @@ class _SamOutput:
     high_res_masks: torch.Tensor  # (B, 1, S, S)
     object_pointer: torch.Tensor  # (B, C)
     object_score_logits: torch.Tensor  # (B, 1, 1)
-    raw_masks: torch.Tensor | None = None  # (B, h, w) the selected logits before absent objects are blanked
     candidates: torch.Tensor | None = None  # (B, M, h, w) every mask the head proposed (M = 3 with multimask)
     iou_predictions: torch.Tensor | None = None  # (B, M) its predicted IoU of each, which picks among them
 
@@ -328,7 +327,7 @@ def _sam_head(tracker, image_embeddings: list[torch.Tensor], multimask: bool,
     iou = iou.reshape(b, -1)
     best = iou.float().argmax(dim=-1) if multimask else torch.zeros(b, dtype=torch.long, device=device)
     candidates = low.reshape(b, -1, *low.shape[-2:])
-    low = raw = candidates[index, best]  # (B, h, w)
+    low = candidates[index, best]  # (B, h, w)
     low = torch.where(appearing[:, None, None], low, torch.full_like(low, _NO_OBJECT_LOGIT))
     tokens = tokens.reshape(b, -1, tokens.shape[-1])
     token = tokens[index, best] if multimask and tokens.shape[1] > 1 else tokens[:, 0]
@@ -338,7 +337,7 @@ def _sam_head(tracker, image_embeddings: list[torch.Tensor], multimask: bool,
     weight = appearing[:, None].to(pointer.dtype)
     pointer = weight * pointer + (1 - weight) * tracker.no_object_pointer
     return _SamOutput(pred_masks=low[:, None], high_res_masks=high, object_pointer=pointer,
-                      object_score_logits=score_logits.reshape(b, 1, 1), raw_masks=raw, candidates=candidates,
+                      object_score_logits=score_logits.reshape(b, 1, 1), candidates=candidates,
                       iou_predictions=iou)
 
 
