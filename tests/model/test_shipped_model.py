@@ -22,11 +22,11 @@ from samstream.tracker.session import TrackerConfig, TrackingSession
 
 # Floors (model card: docs/model-card.md); the goals are 0.80 / 0.70 / 0.60 gIoU, 0.90 no-target
 # accuracy, IDF1 0.90 and HOTA 0.70.
-IMAGE_FLOORS = {"concept": ("gIoU", 0.72), "simple": ("gIoU", 0.58), "complex": ("gIoU", 0.68)}
-NO_TARGET_FLOOR = 0.79
-VIDEO_FLOORS = {"IDF1": 0.71, "HOTA": 0.58, "J&F": 0.67}  # 30 videos
-COLOUR_GROUNDING_FLOOR = 0.86  # first 50 images, whole frames (0.930 there, 0.933 on all 200; chance 0.125)
-SHAPE_GROUNDING_FLOOR = 0.62  # the same objects (0.721 there, 0.713 on all 200; chance 0.167)
+IMAGE_FLOORS = {"concept": ("gIoU", 0.71), "simple": ("gIoU", 0.55), "complex": ("gIoU", 0.71)}
+NO_TARGET_FLOOR = 0.88
+VIDEO_FLOORS = {"IDF1": 0.73, "HOTA": 0.60, "J&F": 0.68}  # 30 videos
+COLOUR_GROUNDING_FLOOR = 0.70  # first 50 images, whole frames (0.760 there, 0.754 on all 200; chance 0.125)
+SHAPE_GROUNDING_FLOOR = 0.76  # the same objects (0.830 there, 0.814 on all 200; chance 0.167)
 
 
 @pytest.fixture(scope="module")
