@@ -6,17 +6,16 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 import numpy as np
+import pytest
 
 from samstream.data.formats import decode_rle, load_dataset
 from samstream.data.synth import synthesize_eval_set
 from samstream.errors import ModelLoadError
 from samstream.eval.evaluator import evaluate_images, evaluate_videos
 from samstream.eval.grounding import word_grounding
-from samstream.model.precision import cpu_has_native_bf16
 from samstream.model.loader import BUILTIN_SMALL, SHIPPED_FOLDER, default_model, load_segmenter
+from samstream.model.precision import cpu_has_native_bf16
 from samstream.streaming.sources import VideoFileSource
 from samstream.tracker.session import TrackerConfig, TrackingSession
 
