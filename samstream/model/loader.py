@@ -99,6 +99,11 @@ def load_segmenter(model: str | None = None, device: str = "auto", adapters: str
         zoom = _zoom_rescore(meta, meta_file)
         presence = _presence_threshold(meta, meta_file)
         rules = _spatial_rules(meta, meta_file)
+        if autocast is not None and tracker_iou_untrained(meta):
+            log.warning("%s: its tracker was trained without its IoU predictions (track_iou, samstream before "
+                        "session 36), so under %s autocast it may propagate an untrained mask candidate; run it "
+                        "with --precision fp32 or retrain its track stage (docs/finetuning.md, Notes and limits)",
+                        name, precision if precision != "auto" else str(autocast).removeprefix("torch."))
         bundled = Path(model).expanduser() / ADAPTERS_FILE
         if adapters is None and bundled.is_file():
             adapters = str(bundled)
@@ -169,6 +174,21 @@ def _box_crop_margin(meta: dict, file: Path) -> float | None:
 def _presence_threshold(meta: dict, file: Path) -> float | None:
     """`presence_threshold`: the presence probability an image needs for any detection, or None (no gate)."""
     return _optional_number(meta, "presence_threshold", 0, 1, file)
+
+
+def tracker_iou_untrained(meta: dict) -> bool:
+    """Whether samstream.json records a training run that trained the memory tracker but not the SAM head's IoU
+    predictions, which pick among its mask candidates: they then tie, and bf16 / fp16 rounding can pick another
+    candidate than the fp32 one the tracker learned (docs/finetuning.md, Notes and limits)."""
+    training = meta.get("training")
+    if not isinstance(training, dict):
+        return False  # not trained by `samstream train` (SAM3 checkpoints train their IoU head)
+    default = bool(training.get("train_tracker"))
+    stages = [stage for stage in training.get("stages") or [] if isinstance(stage, dict)]
+    tracked = any(default if stage.get("train_tracker") is None else stage["train_tracker"] for stage in stages) \
+        if stages else default
+    weights = training.get("loss_weights") or {}
+    return tracked and training.get("data", "world") == "world" and not weights.get("track_iou")
 
 
 def _spatial_rules(meta: dict, file: Path) -> bool:

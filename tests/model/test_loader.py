@@ -4,7 +4,8 @@ import torch
 
 from samstream.data.world import make_scene, render
 from samstream.errors import ModelLoadError
-from samstream.model.loader import BUILTIN_TINY, load_segmenter, save_segmenter_model
+from samstream.model.loader import (BUILTIN_TINY, load_segmenter, read_model_meta, save_segmenter_model, shipped_folder,
+                                    tracker_iou_untrained)
 from samstream.model.precision import cpu_has_native_bf16
 from samstream.model.tiny import build_tiny_model
 
@@ -125,6 +126,44 @@ def test_spatial_rules_come_from_the_model_folder_unless_the_caller_says(tmp_pat
     _with_meta(tmp_path, {"spatial_rules": "yes"})
     with pytest.raises(ModelLoadError, match="spatial_rules must be true or false, not 'yes'"):
         load_segmenter(folder, device="cpu")
+
+
+def _trained(track_iou: float | None, *stage_tracks: bool | None, data: str = "world") -> dict:
+    weights = {"track_mask": 5.0} if track_iou is None else {"track_mask": 5.0, "track_iou": track_iou}
+    return {"data": data, "train_tracker": True, "loss_weights": weights,
+            "stages": [{"name": f"s{i}", "train_tracker": tracks} for i, tracks in enumerate(stage_tracks)]}
+
+
+def test_a_tracker_trained_without_its_iou_predictions_is_recognised_from_samstream_json():
+    """Before session 36 the tracker stage never trained the SAM head's IoU predictions (no `track_iou` weight):
+    their ties make bf16 pick another mask candidate than fp32 (docs/finetuning.md, Notes and limits)."""
+    assert tracker_iou_untrained({"training": _trained(None, False, None)})  # a stage inherits train_tracker
+    assert tracker_iou_untrained({"training": _trained(0.0, False, True)})
+    assert not tracker_iou_untrained({"training": _trained(1.0, False, True)})
+    assert not tracker_iou_untrained({"training": _trained(None, False, False)})  # the tracker never trained
+    assert not tracker_iou_untrained({"training": _trained(None, None, data="coco")})  # COCO has no videos
+    assert not tracker_iou_untrained({"score_threshold": 0.3})  # not ours: SAM3 checkpoints train their IoU head
+    assert not tracker_iou_untrained(read_model_meta(shipped_folder()))
+
+
+def test_loading_such_a_model_under_bf16_warns_and_fp32_does_not(tmp_path, caplog):
+    folder = _with_meta(tmp_path, {"score_threshold": 0.3, "training": _trained(None, True)})
+    with caplog.at_level("WARNING", logger="samstream.model.loader"):
+        load_segmenter(folder, device="cpu")
+    assert not caplog.records
+    if not cpu_has_native_bf16():
+        with pytest.raises(ModelLoadError, match="precision bf16: this CPU has no native bf16"):
+            load_segmenter(folder, device="cpu", precision="bf16")
+        return
+    with caplog.at_level("WARNING", logger="samstream.model.loader"):
+        load_segmenter(folder, device="cpu", precision="bf16")
+    assert len(caplog.records) == 1
+    assert "trained without its IoU predictions" in caplog.text and "--precision fp32" in caplog.text
+    caplog.clear()
+    _with_meta(tmp_path, {"score_threshold": 0.3, "training": _trained(1.0, True)})
+    with caplog.at_level("WARNING", logger="samstream.model.loader"):
+        load_segmenter(folder, device="cpu", precision="bf16")
+    assert not caplog.records
 
 
 def test_box_crop_keeps_each_mask_inside_its_own_box():
