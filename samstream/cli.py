@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--export-only", action="store_true",
                        help="only write <out>/model from the newest checkpoint (a run stopped early, or still going)")
+    train.add_argument("--checkpoint", type=_positive_int, metavar="STEP",
+                       help="with --export-only: export this step's checkpoint instead, to <out>/model-step-STEP")
 
     calibrate = sub.add_parser("calibrate", help="re-choose a trained model folder's score threshold, presence gate "
                                                  "and birth threshold into a new folder (docs/finetuning.md)")
@@ -183,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train" and args.checkpoint and not args.export_only:
+        parser.error("train --checkpoint names the checkpoint that --export-only exports; add --export-only")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         commands = {"run": cmd_run, "worker": cmd_worker, "ingest": cmd_ingest, "results": cmd_results,
@@ -238,7 +243,7 @@ def cmd_eval_tracking(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from samstream.train.config import Stage, load_config
-    from samstream.train.trainer import export_latest, train
+    from samstream.train.trainer import export_checkpoint, train
 
     overrides = {"out": args.out, "device": args.device}
     config = load_config(args.config, overrides)
@@ -247,7 +252,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                                             levels=config.stages[-1].levels)],
                                            "warmup_steps": min(config.warmup_steps, args.steps)})
     if args.export_only:
-        folder = export_latest(config, progress=not args.quiet)
+        folder = export_checkpoint(config, args.checkpoint, progress=not args.quiet)
     else:
         folder = train(config, resume=not args.no_resume, progress=not args.quiet)
     print(f"samstream train: model written to {folder} (load it with --model {folder})")

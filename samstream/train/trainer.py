@@ -280,14 +280,28 @@ def held_in_every_stage(frozen_by_stage: list[list[torch.nn.Parameter]]) -> list
 
 def export_latest(config: TrainConfig, progress: bool = True) -> Path:
     """Export the newest checkpoint of a run (stopped early, or still going) as a model folder `<out>/model`."""
+    return export_checkpoint(config, None, progress=progress)
+
+
+def export_checkpoint(config: TrainConfig, step: int | None, progress: bool = True) -> Path:
+    """Export one checkpoint of a run as a model folder, calibrated as at the end of training: the newest as
+    `<out>/model` (step None), an earlier one as `<out>/model-step-NNNNNNN` (to compare checkpoints with `samstream
+    eval` without touching the run's own model)."""
     out = Path(config.out)
-    checkpoint = latest_checkpoint(out)
-    if checkpoint is None:
-        raise ConfigError(f"{out}: no checkpoints to export")
+    if step is None:
+        checkpoint, folder = latest_checkpoint(out), out / "model"
+        if checkpoint is None:
+            raise ConfigError(f"{out}: no checkpoints to export")
+    else:
+        checkpoint, folder = out / "checkpoints" / f"step-{step:07d}", out / f"model-step-{step:07d}"
+        if not checkpoint.is_dir():
+            have = sorted(int(p.name.removeprefix("step-")) for p in (out / "checkpoints").glob("step-*[0-9]"))
+            saved = f"saved: {have[0]}..{have[-1]}, every {config.checkpoint_every}" if have else "none saved"
+            raise ConfigError(f"{out}: no checkpoint at step {step} ({saved})")
     trainable = build_trainable(config, torch.device("cpu"))
     module = train_module(config, trainable)
     load_checkpoint(checkpoint, module, None)
-    return export(config, module, trainable, out / "model", progress=progress)
+    return export(config, module, trainable, folder, progress=progress)
 
 
 def export(config: TrainConfig, module: TrainModule, trainable, folder: Path, progress: bool = True,

@@ -400,3 +400,30 @@ def test_bf16_training_on_a_cpu_with_native_bf16(tmp_path):
     row = json.loads((Path(mixed.out) / "train_log.jsonl").read_text().splitlines()[0])
     assert row["loss"] == pytest.approx(first["fp32"]["loss"], rel=1e-5)
     assert row["loss"] != first["bf16"]["loss"]
+
+
+def test_cli_exports_an_earlier_checkpoint_beside_the_run_model(tmp_path):
+    """`--export-only --checkpoint N` writes <out>/model-step-N from that step's weights and leaves <out>/model."""
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'model = "tiny"\ntokenizer_scenes = 20\nbatch_pairs = 1\nwarmup_steps = 1\ncheckpoint_every = 1\n'
+                    f'validation_samples = 0\nbirth_calibration_videos = 0\nspatial_calibration_images = 0\n'
+                    f'out = "{tmp_path / "run"}"\n[[stages]]\nsteps = 3\n')
+    cli = [sys.executable, "-m", "samstream", "train", str(toml), "--quiet"]
+    assert subprocess.run(cli, capture_output=True, text=True, timeout=600).returncode == 0
+    final = weights(tmp_path / "run/model")
+    done = subprocess.run([*cli, "--export-only", "--checkpoint", "2"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "model-step-0000002" in done.stdout
+    earlier = weights(tmp_path / "run/model-step-0000002")
+    assert any(not torch.equal(earlier[k], final[k]) for k in final)  # step 2's weights, not step 3's
+    assert all(torch.equal(weights(tmp_path / "run/model")[k], final[k]) for k in final)  # the run's model kept
+    done = subprocess.run([*cli, "--export-only", "--checkpoint", "3"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert all(torch.equal(weights(tmp_path / "run/model-step-0000003")[k], final[k]) for k in final)
+    done = subprocess.run([*cli, "--export-only", "--checkpoint", "7"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert "no checkpoint at step 7 (saved: 1..3, every 1)" in done.stderr
+    done = subprocess.run([*cli, "--checkpoint", "2"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "add --export-only" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "run").glob("model*")) == ["model", "model-step-0000002",
+                                                                         "model-step-0000003"]
